@@ -1,0 +1,190 @@
+"""Typed settings for the model and its losses, read from the YAML files under `config/`.
+
+Defaults live once, in `config/`: the dataclasses below only give the settings types, check
+them, and turn YAML mappings into objects. Loading is strict: an unknown or missing key is a
+`ValueError` that names it, so a typo in a config file never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+PACKAGE = "pmt_perception"
+
+BACKBONES = ("densenet121", "resnet18", "resnet50", "resnet101", "mobilenet_v3_large", "efficientnet_b2")
+UPSAMPLE_MODES = ("nearest", "bilinear", "convex")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one PMT variant (see DESIGN.md §3 and config/model/*.yaml)."""
+
+    variant: str
+    num_classes: int
+    backbone: str
+    pretrained: bool
+    # Spatial pyramid pooling: fixed AvgPool2d(k, k) windows on F1 (H/4) and F2 (H/8).
+    spp_f1_windows: tuple[int, ...]
+    spp_f2_windows: tuple[int, ...]
+    spp_channels: int
+    # 1-D horizontal correlation on F2' with shifts -max_shift..+max_shift at H/8.
+    corr_max_shift: int
+    corr_channels: int
+    # 1 reproduces the published graph (no resolution change); 2 makes each hourglass a true
+    # encoder-decoder (two stride-2 convs down, two stride-2 transposed convs up).
+    hourglass_stride: int
+    # Resolution divisor at which each branch's final hourglass + prediction run (1 = full
+    # resolution as published); the prediction is then upsampled with `upsample`.
+    coarse_head_scale: int
+    disparity_head_scale: int
+    refined_head_scale: int
+    upsample: str
+    # The paper's Table 8 switches.
+    fseg_to_disparity: bool
+    fseg_fdisp_to_refined: bool
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone {self.backbone!r} is not one of {BACKBONES}")
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample {self.upsample!r} is not one of {UPSAMPLE_MODES}")
+        if self.hourglass_stride not in (1, 2):
+            raise ValueError(f"hourglass_stride must be 1 or 2, got {self.hourglass_stride}")
+        for name in ("coarse_head_scale", "disparity_head_scale", "refined_head_scale"):
+            if getattr(self, name) not in (1, 2, 4, 8):
+                raise ValueError(f"{name} must be 1, 2, 4 or 8, got {getattr(self, name)}")
+        if not self.spp_f1_windows or not self.spp_f2_windows:
+            raise ValueError("spp_f1_windows and spp_f2_windows must not be empty")
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest H and W the fixed SPP windows accept (F1 is H/4, F2 is H/8)."""
+        return max(4 * max(self.spp_f1_windows), 8 * max(self.spp_f2_windows), 32)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Weights of the paper's total loss L = L1 + CE(coarse) + CE(refined) + Lovasz(refined)."""
+
+    disparity_l1: float
+    coarse_ce: float
+    refined_ce: float
+    refined_lovasz: float
+    ignore_index: int
+    # Kendall et al. (2018) homoscedastic-uncertainty weighting of the three branch losses.
+    uncertainty_weighting: bool
+
+
+# --------------------------------------------------------------------------- locating files
+def share_dir() -> Path:
+    """The package's share directory (holds config/, models/, launch/).
+
+    Search order: $PMT_PERCEPTION_SHARE; the source tree (editable/pip -e installs and running
+    from a checkout); an ament index (colcon builds); <prefix>/share/pmt_perception (pip).
+    """
+    env = os.environ.get("PMT_PERCEPTION_SHARE")
+    if env:
+        return Path(env)
+    source_tree = Path(__file__).resolve().parent.parent
+    if (source_tree / "config" / "model").is_dir():
+        return source_tree
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE))
+    except Exception:  # not a ROS install, or the package is not in the index
+        pass
+    return Path(sys.prefix) / "share" / PACKAGE
+
+
+def config_dir() -> Path:
+    return share_dir() / "config"
+
+
+def resolve_config_path(name_or_path: str | os.PathLike, kind: str) -> Path:
+    """`paper` -> config/<kind>/paper.yaml; an existing path is used as is."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        return path
+    candidate = config_dir() / kind / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        known = sorted(p.stem for p in (config_dir() / kind).glob("*.yaml"))
+        raise ValueError(f"unknown {kind} config {str(name_or_path)!r}; known: {known}")
+    return candidate
+
+
+# --------------------------------------------------------------------------- YAML <-> objects
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def dump_yaml_atomic(data: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write YAML through a temp file + rename so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        yaml.safe_dump(to_plain(data), tmp, sort_keys=False)
+        tmp_name = tmp.name
+    os.replace(tmp_name, path)
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses/tuples -> dicts/lists, for YAML, JSON and checkpoints."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def from_dict(cls: type, data: Mapping[str, Any], *, source: str = "config") -> Any:
+    """Build dataclass `cls` from a mapping; unknown or missing keys raise ValueError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {unknown} for {cls.__name__}")
+    missing = sorted(f.name for f in dataclasses.fields(cls)
+                     if f.name not in data and f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise ValueError(f"{source}: missing key(s) {missing} for {cls.__name__}")
+    values = {}
+    for name, raw in data.items():
+        hint = hints[name]
+        if typing.get_origin(hint) is tuple:
+            raw = tuple(raw)
+        elif dataclasses.is_dataclass(hint) and isinstance(raw, Mapping):
+            raw = from_dict(hint, raw, source=f"{source}.{name}")
+        values[name] = raw
+    return cls(**values)
+
+
+def load_model_config(name_or_path: str | os.PathLike = "paper", **overrides: Any) -> ModelConfig:
+    """Model settings from config/model/<name>.yaml (or a path), with keyword overrides."""
+    path = resolve_config_path(name_or_path, "model")
+    data = {**load_yaml(path), **overrides}
+    return from_dict(ModelConfig, data, source=str(path))
+
+
+def load_loss_config(name_or_path: str | os.PathLike = "paper", **overrides: Any) -> LossConfig:
+    path = resolve_config_path(name_or_path, "loss")
+    data = {**load_yaml(path), **overrides}
+    return from_dict(LossConfig, data, source=str(path))

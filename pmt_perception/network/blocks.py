@@ -1,0 +1,146 @@
+"""Building blocks shared by the three PMT branches: conv-BN-ReLU, hourglass, SPP, correlation,
+and the output upsamplers."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "nearest") -> torch.Tensor:
+    """Resize to an explicit size (never a scale factor), so any input H, W lines up."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "area":
+        return F.adaptive_avg_pool2d(x, size)
+    align = False if mode == "bilinear" else None
+    return F.interpolate(x, size=size, mode=mode, align_corners=align)
+
+
+class ConvBNReLU(nn.Sequential):
+    """k x k convolution ('same' padding) without bias, then BatchNorm and ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3,
+                 stride: int = 1, dilation: int = 1) -> None:
+        padding = dilation * (kernel_size - 1) // 2
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                      dilation=dilation, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class PointwiseReLU(nn.Sequential):
+    """1 x 1 convolution with bias, then ReLU: the branches' channel reducers ("conv1D")."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(nn.Conv2d(in_channels, out_channels, 1), nn.ReLU(inplace=True))
+
+
+class DeconvBNReLU(nn.Module):
+    """Transposed k x k convolution, BatchNorm, ReLU; `output_size` undoes any stride exactly."""
+
+    def __init__(self, channels: int, *, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.deconv = nn.ConvTranspose2d(channels, channels, kernel_size, stride=stride,
+                                         padding=(kernel_size - 1) // 2, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
+        x = self.deconv(x, output_size=list(output_size))
+        return torch.relu_(self.bn(x))
+
+
+class Hourglass(nn.Module):
+    """The paper's hourglass: convs c1, c2, c3, transposed convs d3, d4, residual adds
+    d3 + c2 and d4 + c1, and (when `final_layer`) one more transposed conv d5.
+
+    With stride 1 this is exactly the authors' published block, which never changes
+    resolution. With stride 2 it is the encoder-decoder the paper's text describes: c2 and c3
+    halve the resolution, d3 and d4 restore it (the `fast` variant).
+
+    The published code always builds d5 and skips it when `lastLayer=False`, leaving dead
+    parameters; here d5 exists only when it is used.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3,
+                 stride: int = 1, final_layer: bool = True) -> None:
+        super().__init__()
+        k = kernel_size
+        self.c1 = ConvBNReLU(in_channels, out_channels, kernel_size=k)
+        self.c2 = ConvBNReLU(out_channels, out_channels, kernel_size=k, stride=stride)
+        self.c3 = ConvBNReLU(out_channels, out_channels, kernel_size=k, stride=stride)
+        self.d3 = DeconvBNReLU(out_channels, kernel_size=k, stride=stride)
+        self.d4 = DeconvBNReLU(out_channels, kernel_size=k, stride=stride)
+        self.d5 = DeconvBNReLU(out_channels, kernel_size=k, stride=1) if final_layer else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.c1(x)
+        x2 = self.c2(x1)
+        x3 = self.c3(x2)
+        x = self.d3(x3, x2.shape[-2:]) + x2
+        x = self.d4(x, x1.shape[-2:]) + x1
+        if self.d5 is not None:
+            x = self.d5(x, x.shape[-2:])
+        return x
+
+
+class SpatialPyramidPooling(nn.Module):
+    """Fixed-window SPP as published: per window k, AvgPool2d(k, k) -> 3x3 conv-BN-ReLU ->
+    bilinear upsample; all concatenated after the input. Windows are fixed sizes (not adaptive
+    bins), so the feature map must be at least max(windows) on each side."""
+
+    def __init__(self, in_channels: int, *, windows: tuple[int, ...], channels: int) -> None:
+        super().__init__()
+        self.windows = tuple(windows)
+        self.levels = nn.ModuleList(
+            nn.Sequential(nn.AvgPool2d(k, k), ConvBNReLU(in_channels, channels))
+            for k in self.windows)
+        self.out_channels = in_channels + channels * len(self.windows)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        return torch.cat([x] + [resize(level(x), size, "bilinear") for level in self.levels], 1)
+
+
+def correlation_1d(left: torch.Tensor, right: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Horizontal correlation: channel s holds sum_c left(y, x) * right(y, x + s - max_shift),
+    for s = 0..2*max_shift (zero outside the image). Raw sum over channels, as published.
+
+    Plain PyTorch: one padded copy of `right` and 2*max_shift+1 slices; no compiled extension.
+    """
+    width = left.shape[-1]
+    padded = F.pad(right, (max_shift, max_shift))
+    return torch.stack(
+        [(left * padded[..., s:s + width]).sum(1) for s in range(2 * max_shift + 1)], dim=1)
+
+
+class Upsampler(nn.Module):
+    """Brings a head's prediction from its working resolution to the output size.
+
+    `nearest`/`bilinear` are fixed interpolations. `convex` is RAFT's learned convex
+    upsampling: each output pixel is a softmax-weighted mix of the 3x3 low-resolution
+    neighbourhood, with weights predicted from the head's features, so edges stay sharp.
+    """
+
+    def __init__(self, mode: str, *, feature_channels: int, scale: int) -> None:
+        super().__init__()
+        self.mode, self.scale = mode, scale
+        self.mask = None
+        if mode == "convex" and scale > 1:
+            self.mask = nn.Sequential(
+                ConvBNReLU(feature_channels, feature_channels),
+                nn.Conv2d(feature_channels, 9 * scale * scale, 1))
+
+    def forward(self, prediction: torch.Tensor, features: torch.Tensor,
+                size: tuple[int, int]) -> torch.Tensor:
+        if self.mask is None:
+            return resize(prediction, size, "bilinear" if self.mode == "convex" else self.mode)
+        b, c, h, w = prediction.shape
+        s = self.scale
+        weights = self.mask(features).view(b, 1, 9, s, s, h, w).softmax(dim=2)
+        neighbours = F.unfold(prediction, 3, padding=1).view(b, c, 9, 1, 1, h, w)
+        up = (weights * neighbours).sum(2)                      # b, c, s, s, h, w
+        up = up.permute(0, 1, 4, 2, 5, 3).reshape(b, c, h * s, w * s)
+        return resize(up, size, "bilinear")

@@ -1,0 +1,126 @@
+"""The three PMT branches (paper §3.3-3.5, Tables A.11-A.13), in the published wiring.
+
+Each branch ends in a "head": an L conv (5x5, dilation 2, on the left image) concatenated
+with the branch features, a 1x1 reducer, an hourglass and the prediction conv. As published
+the heads run at full resolution; `*_head_scale` in the config moves them to H/s and an
+`Upsampler` brings the prediction back (the fast variant).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .blocks import (ConvBNReLU, Hourglass, PointwiseReLU, Upsampler, correlation_1d, resize)
+
+
+def head_size(image: torch.Tensor, scale: int) -> tuple[int, int]:
+    h, w = image.shape[-2:]
+    return (-(-h // scale), -(-w // scale))  # ceil, so upsampling covers the whole image
+
+
+class Head(nn.Module):
+    """L conv + 1x1 reducer + hourglass + k x k prediction conv, then upsampling to H x W."""
+
+    def __init__(self, in_channels: int, width: int, out_channels: int, *, kernel_size: int,
+                 scale: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.scale = scale
+        self.l_conv = ConvBNReLU(3, 1, kernel_size=5, dilation=2)
+        self.reduce = PointwiseReLU(in_channels + 1, width)
+        self.hourglass = Hourglass(width, width, kernel_size=kernel_size,
+                                   stride=config.hourglass_stride, final_layer=False)
+        self.predict = nn.Conv2d(width, out_channels, kernel_size, padding=kernel_size // 2)
+        self.upsample = Upsampler(config.upsample, feature_channels=width, scale=scale)
+
+    def forward(self, features: torch.Tensor, left: torch.Tensor, *, mode: str) -> torch.Tensor:
+        size = head_size(left, self.scale)
+        l_conv = resize(self.l_conv(left), size, "area")
+        x = self.reduce(torch.cat([resize(features, size, mode), l_conv], 1))
+        x = self.hourglass(x)
+        return self.upsample(self.predict(x), x, left.shape[-2:])
+
+
+class CoarseSegmentationBranch(nn.Module):
+    """cat(F4_L, F4_R) -> x2 -> 1x1 -> hourglass = Fseg (H/16) -> head -> coarse logits."""
+
+    def __init__(self, f4_channels: int, *, config: ModelConfig) -> None:
+        super().__init__()
+        self.reduce = PointwiseReLU(2 * f4_channels, 64)
+        self.hourglass = Hourglass(64, 32, stride=config.hourglass_stride)
+        self.head = Head(32, 32, config.num_classes, kernel_size=3,
+                         scale=config.coarse_head_scale, config=config)
+
+    def forward(self, f4_left: torch.Tensor, f4_right: torch.Tensor,
+                left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = f4_left.shape[-2:]
+        x = resize(torch.cat([f4_left, f4_right], 1), (2 * h, 2 * w), "nearest")
+        f_seg = self.hourglass(self.reduce(x))
+        return self.head(f_seg, left, mode="nearest"), f_seg
+
+
+class DisparityBranch(nn.Module):
+    """corr(SPP(F2_L), SPP(F2_R)) -> 1x1, cat hourglass(Fseg) -> hourglass = Fdisp (H/8)
+    -> head -> disparity in pixels (linear, no clamp)."""
+
+    def __init__(self, f2_spp_channels: int, *, config: ModelConfig) -> None:
+        super().__init__()
+        self.max_shift = config.corr_max_shift
+        self.fseg_to_disparity = config.fseg_to_disparity
+        self.reduce_corr = PointwiseReLU(2 * self.max_shift + 1, config.corr_channels)
+        # Table 8 ablation: without Fseg the left SPP features take its place (authors' no_dec1).
+        context_in = 32 if self.fseg_to_disparity else f2_spp_channels
+        self.context = Hourglass(context_in, 128, stride=config.hourglass_stride)
+        self.fuse = Hourglass(128 + config.corr_channels, 64, stride=config.hourglass_stride)
+        self.scale = config.disparity_head_scale
+        self.head = Head(64, 64, 1, kernel_size=5, scale=self.scale, config=config)
+
+    def forward(self, f2_left: torch.Tensor, f2_right: torch.Tensor, f_seg: torch.Tensor,
+                left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        corr = self.reduce_corr(correlation_1d(f2_left, f2_right, self.max_shift))
+        size = corr.shape[-2:]
+        context = resize(f_seg, size, "nearest") if self.fseg_to_disparity else f2_left
+        context = resize(self.context(context), size, "bilinear")
+        f_disp = self.fuse(torch.cat([context, corr], 1))
+        # The head predicts in head-resolution pixels; disparity scales with resolution.
+        disparity = self.head(f_disp, left, mode="nearest") * self.scale
+        return disparity, f_disp
+
+
+class RefinedSegmentationBranch(nn.Module):
+    """cat(SPP(F1_L), SPP(F1_R)) -> 1x1 -> hourglass = s (H/4); s mixed with Fdisp and with
+    Fseg in two sub-branches whose sigmoid attention maps are crossed; hourglass; head."""
+
+    def __init__(self, f1_spp_channels: int, *, config: ModelConfig) -> None:
+        super().__init__()
+        stride = config.hourglass_stride
+        self.use_task_features = config.fseg_fdisp_to_refined
+        self.reduce = PointwiseReLU(2 * f1_spp_channels, 128)
+        self.hourglass = Hourglass(128, 64, stride=stride)
+        if self.use_task_features:
+            self.seg_context = Hourglass(32, 64, stride=stride)
+            self.with_disp = Hourglass(128, 64, stride=stride)
+            self.with_seg = Hourglass(128, 64, stride=stride)
+            self.disp_attention = nn.Sequential(nn.Conv2d(64, 1, 1), nn.Sigmoid())
+            self.seg_attention = nn.Sequential(nn.Conv2d(64, 1, 1), nn.Sigmoid())
+        self.fuse = Hourglass(128 if self.use_task_features else 64, 64, stride=stride)
+        self.head = Head(64, 32, config.num_classes, kernel_size=3,
+                         scale=config.refined_head_scale, config=config)
+
+    def forward(self, f1_left: torch.Tensor, f1_right: torch.Tensor, f_seg: torch.Tensor,
+                f_disp: torch.Tensor, left: torch.Tensor
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        s = self.hourglass(self.reduce(torch.cat([f1_left, f1_right], 1)))
+        attention = None
+        if self.use_task_features:
+            size = s.shape[-2:]
+            # Fseg enters at H/8 (as published: nearest x2 of the H/16 map) before its hourglass.
+            f_seg_h8 = resize(f_seg, f_disp.shape[-2:], "nearest")
+            s_d = self.with_disp(torch.cat([s, resize(f_disp, size, "nearest")], 1))
+            s_s = self.with_seg(torch.cat([s, resize(self.seg_context(f_seg_h8), size, "nearest")], 1))
+            att_d, att_s = self.disp_attention(s_d), self.seg_attention(s_s)
+            # Crossed: disparity features weighted by segmentation attention and vice versa.
+            s = torch.cat([s_d * att_s, s_s * att_d], 1)
+            attention = (att_s, att_d)
+        s = self.fuse(s)
+        return self.head(s, left, mode="nearest"), attention

@@ -1,0 +1,342 @@
+"""sensor_msgs / stereo_msgs <-> numpy without cv_bridge or sensor_msgs_py (not installable here).
+
+Readers duck-type on the message fields, so they also accept rosbags' message classes.
+Builders fill ``data`` with ``ndarray.tobytes()`` (DESIGN §5: assigning an ndarray is ~100x
+slower) and never loop over pixels in Python.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
+from std_msgs.msg import Header
+from stereo_msgs.msg import DisparityImage
+
+from pmt_perception.geometry import StereoCamera
+
+__all__ = [
+    "SUPPORTED_ENCODINGS", "image_to_numpy", "to_rgb8", "numpy_to_image",
+    "make_disparity_image", "DEFAULT_DELTA_D",
+    "pack_rgb", "unpack_rgb", "make_pointcloud2", "pointcloud2_to_array",
+    "camera_from_infos",
+]
+
+# encoding -> (element type, channels); names from sensor_msgs/image_encodings.hpp.
+_ENCODINGS: dict[str, tuple[type, int]] = {
+    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3),
+    "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
+    "mono8": (np.uint8, 1), "mono16": (np.uint16, 1),
+    "8UC1": (np.uint8, 1), "8UC3": (np.uint8, 3), "8UC4": (np.uint8, 4),
+    "16UC1": (np.uint16, 1), "16SC1": (np.int16, 1),
+    "32SC1": (np.int32, 1), "32FC1": (np.float32, 1), "64FC1": (np.float64, 1),
+}
+SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
+_HOST_IS_BIGENDIAN = sys.byteorder == "big"
+
+
+def _encoding_layout(encoding: str) -> tuple[np.dtype, int]:
+    if encoding not in _ENCODINGS:
+        raise ValueError(
+            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+    element, channels = _ENCODINGS[encoding]
+    return np.dtype(element), channels
+
+
+def _byte_view(data) -> np.ndarray:
+    """msg.data as a flat uint8 array, sharing memory with bytes / array.array / ndarray."""
+    try:
+        return np.frombuffer(data, dtype=np.uint8)
+    except (TypeError, ValueError):  # a plain list (or a non-contiguous array): copy once
+        return np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+
+
+def _with_byte_order(dtype: np.dtype, *, big_endian: bool) -> np.dtype:
+    return dtype.newbyteorder(">" if big_endian else "<")
+
+
+# --- Image -----------------------------------------------------------------------------------
+def image_to_numpy(msg) -> np.ndarray:
+    """An Image's pixels as H x W (one channel) or H x W x C, in native byte order.
+
+    A view onto ``msg.data`` (no copy) unless the data's byte order differs from the host's;
+    row padding (``step`` > width * bytes per pixel) is skipped through the row stride.
+    """
+    element, channels = _encoding_layout(msg.encoding)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    pixel_bytes = element.itemsize * channels
+    if step < width * pixel_bytes:
+        raise ValueError(
+            f"step {step} is smaller than width {width} x {pixel_bytes} bytes per pixel "
+            f"({msg.encoding})")
+    raw = _byte_view(msg.data)
+    if raw.size != step * height:
+        raise ValueError(
+            f"data has {raw.size} bytes, expected step x height = {step} x {height} = "
+            f"{step * height}")
+    dtype = _with_byte_order(element, big_endian=bool(msg.is_bigendian))
+    shape = (height, width, channels) if channels > 1 else (height, width)
+    strides = (step, pixel_bytes, element.itemsize)[:len(shape)]
+    if raw.size == 0:
+        return np.zeros(shape, dtype=element)
+    pixels = np.ndarray(shape=shape, dtype=dtype, buffer=raw, strides=strides)
+    if not dtype.isnative:
+        pixels = pixels.astype(element)  # byte-swapping copy; torch and OpenCV want native
+    return pixels
+
+
+def to_rgb8(msg) -> np.ndarray:
+    """H x W x 3 uint8 RGB (contiguous) from rgb8, bgr8, rgba8, bgra8, mono8 or mono16.
+
+    mono16 keeps its high byte (value >> 8): a fixed scale, so brightness does not change from
+    frame to frame as it would with per-frame min/max normalization. Generic types (8UC3, 32FC1,
+    ...) raise ValueError: they carry no channel order or colour meaning.
+    """
+    encoding = msg.encoding
+    if encoding not in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16"):
+        raise ValueError(f"encoding {encoding!r} has no colour meaning; cannot convert to rgb8")
+    pixels = image_to_numpy(msg)
+    if encoding == "rgb8":
+        return np.ascontiguousarray(pixels)
+    if encoding == "rgba8":
+        return np.ascontiguousarray(pixels[..., :3])
+    if encoding in ("bgr8", "bgra8"):
+        return np.ascontiguousarray(pixels[..., 2::-1])
+    if encoding == "mono16":
+        pixels = (pixels >> 8).astype(np.uint8)
+    return np.repeat(pixels[..., None], 3, axis=2)
+
+
+def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:
+    """An Image holding ``array`` (H x W or H x W x C, dtype matching ``encoding``), unpadded."""
+    element, channels = _encoding_layout(encoding)
+    array = np.asarray(array)
+    expected_ndim = 2 if channels == 1 else 3
+    if array.ndim == 3 and channels == 1 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim != expected_ndim or (channels > 1 and array.shape[2] != channels):
+        raise ValueError(
+            f"array of shape {array.shape} does not fit {encoding!r} ({channels} channel(s))")
+    if array.dtype.newbyteorder("=") != element.newbyteorder("="):
+        raise ValueError(f"array dtype {array.dtype} does not fit {encoding!r} (needs {element})")
+    msg = Image()
+    msg.header = header if header is not None else Header()
+    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = _HOST_IS_BIGENDIAN
+    msg.step = msg.width * element.itemsize * channels
+    # astype to the native element type also fixes a foreign byte order; tobytes is one copy.
+    msg.data = np.ascontiguousarray(array.astype(element, copy=False)).tobytes()
+    return msg
+
+
+# --- DisparityImage --------------------------------------------------------------------------
+# delta_d for a float network. SGBM's fixed point gives exactly 1/16 px, and stereo_image_proc
+# publishes that. The network's float32 output has no quantization step worth advertising
+# (~1e-5 px at d = 100, which would claim an absurd depth resolution); its real sub-pixel
+# accuracy is a few tenths of a pixel at best. 1/16 is an honest order of magnitude and keeps
+# tools tuned for stereo_image_proc working unchanged.
+DEFAULT_DELTA_D = 1.0 / 16.0
+
+
+def make_disparity_image(disparity: np.ndarray, header: Header, camera: StereoCamera, *,
+                         min_disparity: float, max_disparity: float,
+                         delta_d: float = DEFAULT_DELTA_D) -> DisparityImage:
+    """A stereo_msgs/DisparityImage (32FC1) from the network's raw left disparity (H x W).
+
+    The image holds d - (cx_l - cx_r): DisparityImage.msg says its disparities are pre-adjusted
+    for the principal point offset, so that Z = f * t / d, as stereo_image_proc publishes them.
+    ``min_disparity`` / ``max_disparity`` are in those message units and go into the message
+    unchanged. Non-finite pixels become ``min_disparity - 1``: the message defines anything
+    below ``min_disparity`` as invalid, and NaN would break colourizers. f = fx, t = baseline,
+    valid_window = the whole image (the network predicts every pixel).
+    """
+    disparity = np.asarray(disparity)
+    if disparity.ndim != 2:
+        raise ValueError(f"disparity must be H x W, got shape {disparity.shape}")
+    if not (math.isfinite(min_disparity) and math.isfinite(max_disparity)
+            and min_disparity < max_disparity):
+        raise ValueError(
+            f"need finite min_disparity < max_disparity, got {min_disparity}, {max_disparity}")
+    if not delta_d > 0:
+        raise ValueError(f"delta_d must be positive, got {delta_d}")
+    adjusted = np.subtract(disparity, np.float32(camera.principal_point_offset), dtype=np.float32)
+    finite = np.isfinite(adjusted)
+    if not finite.all():
+        adjusted[~finite] = np.float32(min_disparity - 1.0)
+
+    msg = DisparityImage()
+    msg.header = header
+    msg.image = numpy_to_image(adjusted, "32FC1", header)
+    msg.f = float(camera.fx)
+    msg.t = float(camera.baseline)
+    msg.valid_window = RegionOfInterest(
+        x_offset=0, y_offset=0, height=msg.image.height, width=msg.image.width, do_rectify=False)
+    msg.min_disparity = float(min_disparity)
+    msg.max_disparity = float(max_disparity)
+    msg.delta_d = float(delta_d)
+    return msg
+
+
+# --- PointCloud2 -----------------------------------------------------------------------------
+_FIELD_TYPES = {
+    PointField.INT8: "i1", PointField.UINT8: "u1", PointField.INT16: "i2",
+    PointField.UINT16: "u2", PointField.INT32: "i4", PointField.UINT32: "u4",
+    PointField.FLOAT32: "f4", PointField.FLOAT64: "f8",
+}
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """... x 3 uint8 RGB -> ... uint32 0x00RRGGBB, the bits PCL / stereo_image_proc put in 'rgb'.
+
+    Stored little-endian the bytes are B, G, R, 0, which is where stereo_image_proc's
+    PointCloud2Iterator writes 'b', 'g', 'r' (offsets 0, 1, 2 inside the float32 'rgb' field).
+    """
+    rgb = np.asarray(rgb)
+    if rgb.shape[-1:] != (3,) or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be ... x 3 uint8, got shape {rgb.shape} dtype {rgb.dtype}")
+    packed = rgb[..., 0].astype(np.uint32) << 16
+    packed |= rgb[..., 1].astype(np.uint32) << 8
+    packed |= rgb[..., 2]
+    return packed
+
+
+def unpack_rgb(rgb_field: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_rgb`; accepts the float32 'rgb' field as read from a cloud."""
+    bits = np.ascontiguousarray(rgb_field)
+    bits = bits.view(np.uint32) if bits.dtype.itemsize == 4 else bits.astype(np.uint32)
+    return np.stack([(bits >> 16) & 0xFF, (bits >> 8) & 0xFF, bits & 0xFF], axis=-1).astype(np.uint8)
+
+
+def _cloud_layout(with_labels: bool) -> tuple[list[PointField], np.dtype]:
+    """Compact layout x, y, z, rgb (FLOAT32) [+ label UINT32]: 16 or 20 bytes a point.
+
+    stereo_image_proc pads its points to 32 bytes (x y z _ rgb _ _ _); consumers read fields
+    by offset, so the compact layout is equally valid and halves what goes over the wire.
+    The label is UINT32 (not UINT8) so PCL's pcl::PointXYZRGBL, whose label is uint32_t, maps
+    it (PCL requires matching field types); it costs 3 bytes a point.
+    """
+    names = ["x", "y", "z", "rgb"] + (["label"] if with_labels else [])
+    types = [PointField.FLOAT32] * 4 + ([PointField.UINT32] if with_labels else [])
+    offsets = [4 * i for i in range(len(names))]
+    fields = [PointField(name=n, offset=o, datatype=t, count=1)
+              for n, o, t in zip(names, offsets, types)]
+    # 'rgb' is declared FLOAT32 but filled as uint32 bits (same 4 bytes).
+    formats = ["<f4", "<f4", "<f4", "<u4"] + (["<u4"] if with_labels else [])
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                      "itemsize": 4 * len(names)})
+    return fields, dtype
+
+
+def make_pointcloud2(points: np.ndarray, rgb: np.ndarray, labels: np.ndarray | None,
+                     header: Header) -> PointCloud2:
+    """An organized PointCloud2 (height x width = the point grid) with x y z rgb [label].
+
+    ``points`` H x W x 3 float32 (NaN marks invalid points, so is_dense is False), ``rgb``
+    H x W x 3 uint8 and ``labels`` H x W integer class ids (or None), all on the same grid,
+    e.g. from geometry.subsample with the stride used for the points.
+    """
+    points = np.asarray(points)
+    if points.ndim != 3 or points.shape[2] != 3:
+        raise ValueError(f"points must be H x W x 3, got shape {points.shape}")
+    height, width = points.shape[:2]
+    rgb = np.asarray(rgb)
+    if rgb.shape != (height, width, 3):
+        raise ValueError(f"rgb shape {rgb.shape} does not match the point grid {(height, width)}")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (height, width):
+            raise ValueError(
+                f"labels shape {labels.shape} does not match the point grid {(height, width)}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be integer class ids, got dtype {labels.dtype}")
+
+    fields, dtype = _cloud_layout(labels is not None)
+    cloud = np.empty((height, width), dtype=dtype)
+    cloud["x"] = points[..., 0]
+    cloud["y"] = points[..., 1]
+    cloud["z"] = points[..., 2]
+    cloud["rgb"] = pack_rgb(rgb)
+    if labels is not None:
+        cloud["label"] = labels
+
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = height, width
+    msg.fields = fields
+    msg.is_bigendian = False
+    msg.point_step = dtype.itemsize
+    msg.row_step = dtype.itemsize * width
+    msg.is_dense = False
+    msg.data = cloud.tobytes()
+    return msg
+
+
+def pointcloud2_to_array(msg) -> np.ndarray:
+    """A PointCloud2 as a height x width structured array, one named field per PointField.
+
+    Vectorised counterpart of sensor_msgs_py.point_cloud2.read_points: a view onto msg.data
+    when the byte order is native (row_step padding is skipped through the row stride).
+    Fields with count > 1 become sub-arrays.
+    """
+    height, width = int(msg.height), int(msg.width)
+    point_step, row_step = int(msg.point_step), int(msg.row_step)
+    names, formats, offsets = [], [], []
+    for field in msg.fields:
+        if field.datatype not in _FIELD_TYPES:
+            raise ValueError(f"field {field.name!r} has unknown datatype {field.datatype}")
+        count = max(int(field.count), 1)
+        base = _with_byte_order(np.dtype(_FIELD_TYPES[field.datatype]),
+                                big_endian=bool(msg.is_bigendian))
+        formats.append(base if count == 1 else (base, (count,)))
+        names.append(field.name)
+        offsets.append(int(field.offset))
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                      "itemsize": point_step})  # numpy rejects fields past point_step
+    if row_step < width * point_step:
+        raise ValueError(f"row_step {row_step} < width {width} x point_step {point_step}")
+    raw = _byte_view(msg.data)
+    if raw.size != row_step * height:
+        raise ValueError(
+            f"data has {raw.size} bytes, expected row_step x height = {row_step * height}")
+    if raw.size == 0:
+        return np.zeros((height, width), dtype=dtype)
+    cloud = np.ndarray((height, width), dtype=dtype, buffer=raw, strides=(row_step, point_step))
+    if msg.is_bigendian != _HOST_IS_BIGENDIAN:
+        cloud = cloud.astype(dtype.newbyteorder("="))
+    return cloud
+
+
+# --- CameraInfo ------------------------------------------------------------------------------
+def _same(a: float, b: float) -> bool:
+    # Rectification writes identical fx, fy, cy into both infos; allow float round-off only.
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def camera_from_infos(left: CameraInfo, right: CameraInfo) -> StereoCamera:
+    """The StereoCamera of a rectified pair's CameraInfos (their P matrices), validated."""
+    for side, info in (("left", left), ("right", right)):
+        if int(info.width) == 0 or int(info.height) == 0:
+            raise ValueError(f"{side} CameraInfo has no image size ({info.width}x{info.height})")
+        p = np.asarray(info.p, dtype=np.float64).reshape(-1)
+        if p.size != 12:
+            raise ValueError(f"{side} CameraInfo.p must have 12 elements, got {p.size}")
+        if not p.any():
+            raise ValueError(f"{side} CameraInfo.p is all zeros: the camera is not rectified")
+        if p[0] == 0 or p[5] == 0:
+            raise ValueError(f"{side} CameraInfo.p has a zero focal length (fx={p[0]}, fy={p[5]})")
+    if (left.width, left.height) != (right.width, right.height):
+        raise ValueError(
+            f"left and right image sizes differ: {left.width}x{left.height} vs "
+            f"{right.width}x{right.height}")
+    p_left = np.asarray(left.p, dtype=np.float64).reshape(3, 4)
+    p_right = np.asarray(right.p, dtype=np.float64).reshape(3, 4)
+    if p_right[0, 3] == 0:
+        raise ValueError("right CameraInfo.p[3] (Tx = -fx * baseline) is 0: no stereo baseline")
+    for name, (row, col) in (("fx", (0, 0)), ("fy", (1, 1)), ("cy", (1, 2))):
+        if not _same(p_left[row, col], p_right[row, col]):
+            raise ValueError(
+                f"left and right {name} differ ({p_left[row, col]} vs {p_right[row, col]}): "
+                "not a rectified stereo pair")
+    return StereoCamera.from_projection_matrices(p_left=p_left, p_right=p_right)
