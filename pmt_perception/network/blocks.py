@@ -9,10 +9,9 @@ from torch import nn
 
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "nearest") -> torch.Tensor:
     """Resize to an explicit size (never a scale factor), so any input H, W lines up."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    # The no-op shortcut is skipped while tracing: a trace would freeze it for every size.
+    if not torch.jit.is_tracing() and tuple(x.shape[-2:]) == tuple(size):
         return x
-    if mode == "area":
-        return F.adaptive_avg_pool2d(x, size)
     align = False if mode == "bilinear" else None
     return F.interpolate(x, size=size, mode=mode, align_corners=align)
 
@@ -39,16 +38,19 @@ class PointwiseReLU(nn.Sequential):
 
 
 class DeconvBNReLU(nn.Module):
-    """Transposed k x k convolution, BatchNorm, ReLU; `output_size` undoes any stride exactly."""
+    """Transposed k x k convolution, BatchNorm, ReLU. With stride 2 it always doubles the size
+    (output_padding 1) and is cropped to the skip connection's size: a crop exports to ONNX
+    with dynamic H, W, where `output_size` would freeze the trace-time padding."""
 
     def __init__(self, channels: int, *, kernel_size: int, stride: int) -> None:
         super().__init__()
         self.deconv = nn.ConvTranspose2d(channels, channels, kernel_size, stride=stride,
-                                         padding=(kernel_size - 1) // 2, bias=False)
+                                         padding=(kernel_size - 1) // 2,
+                                         output_padding=stride - 1, bias=False)
         self.bn = nn.BatchNorm2d(channels)
 
-    def forward(self, x: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
-        x = self.deconv(x, output_size=list(output_size))
+    def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        x = self.deconv(x)[..., : like.shape[-2], : like.shape[-1]]
         return torch.relu_(self.bn(x))
 
 
@@ -79,10 +81,10 @@ class Hourglass(nn.Module):
         x1 = self.c1(x)
         x2 = self.c2(x1)
         x3 = self.c3(x2)
-        x = self.d3(x3, x2.shape[-2:]) + x2
-        x = self.d4(x, x1.shape[-2:]) + x1
+        x = self.d3(x3, like=x2) + x2
+        x = self.d4(x, like=x1) + x1
         if self.d5 is not None:
-            x = self.d5(x, x.shape[-2:])
+            x = self.d5(x, like=x)
         return x
 
 
@@ -143,4 +145,6 @@ class Upsampler(nn.Module):
         neighbours = F.unfold(prediction, 3, padding=1).view(b, c, 9, 1, 1, h, w)
         up = (weights * neighbours).sum(2)                      # b, c, s, s, h, w
         up = up.permute(0, 1, 4, 2, 5, 3).reshape(b, c, h * s, w * s)
-        return resize(up, size, "bilinear")
+        # The head grid is ceil(H / s): low-res pixel j covers full-res j*s .. j*s+s-1, so
+        # the exact output is a crop of the top-left H x W.
+        return up[..., : size[0], : size[1]]

@@ -8,6 +8,7 @@ the heads run at full resolution; `*_head_scale` in the config moves them to H/s
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
@@ -16,7 +17,9 @@ from .blocks import (ConvBNReLU, Hourglass, PointwiseReLU, Upsampler, correlatio
 
 def head_size(image: torch.Tensor, scale: int) -> tuple[int, int]:
     h, w = image.shape[-2:]
-    return (-(-h // scale), -(-w // scale))  # ceil, so upsampling covers the whole image
+    # Ceil, so upsampling covers the image. Written with positive operands only: ONNX
+    # exports integer division as truncation, which is not floor for negative numbers.
+    return ((h + scale - 1) // scale, (w + scale - 1) // scale)
 
 
 class Head(nn.Module):
@@ -35,7 +38,9 @@ class Head(nn.Module):
 
     def forward(self, features: torch.Tensor, left: torch.Tensor, *, mode: str) -> torch.Tensor:
         size = head_size(left, self.scale)
-        l_conv = resize(self.l_conv(left), size, "area")
+        l_conv = self.l_conv(left)
+        if self.scale > 1:  # fixed-kernel pooling (not adaptive): exports with dynamic H, W
+            l_conv = F.avg_pool2d(l_conv, self.scale, self.scale, ceil_mode=True)
         x = self.reduce(torch.cat([resize(features, size, mode), l_conv], 1))
         x = self.hourglass(x)
         return self.upsample(self.predict(x), x, left.shape[-2:])

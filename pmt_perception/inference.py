@@ -1,0 +1,211 @@
+"""Predictor: one stereo pair in (uint8 images), labels + disparity (+ confidences) out.
+
+Everything per frame happens here, on the model's device: uint8 -> float, padding to what the
+network accepts, the forward pass under the chosen precision, argmax / softmax / confidence,
+cropping back. The ROS node, the evaluator and the demo are thin callers of `predict`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+import warnings
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_model, unwrap
+from .network import PMTNet
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+ImageLike = Union[np.ndarray, torch.Tensor]
+
+
+@dataclasses.dataclass
+class Prediction:
+    labels: np.ndarray                       # H x W uint8 class ids (refined head)
+    disparity: np.ndarray                    # H x W float32, pixels
+    seg_confidence: Optional[np.ndarray] = None        # H x W float32, max softmax
+    disparity_confidence: Optional[np.ndarray] = None  # H x W float32 in [0, 1]
+    coarse_labels: Optional[np.ndarray] = None         # H x W uint8 (coarse head)
+    seg_attention: Optional[np.ndarray] = None         # h x w float32 (H/4), when extras
+    disp_attention: Optional[np.ndarray] = None
+    timings: dict = dataclasses.field(default_factory=dict)  # seconds: pre, model, post
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return resolved
+
+
+class Predictor:
+    """Runs one PMT model; `predict` is thread-safe (one model, one lock).
+
+    `source` is a checkpoint (.pt), an exported ONNX file (.onnx, run by ONNX Runtime), or
+    a PMTNet instance.
+    """
+
+    def __init__(self, source: Union[str, os.PathLike, PMTNet], *, device: str = "auto",
+                 precision: str = "fp32", channels_last: bool = True, compile: bool = False,
+                 class_names: Optional[list[str]] = None, palette=None) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.device = resolve_device(device)
+        if precision == "fp16" and self.device.type == "cpu":
+            raise ValueError("fp16 autocast is a GPU path; on the CPU use precision='bf16'")
+        self.precision = precision
+        self.payload = {}
+        self.backend = "torch"
+        if isinstance(source, (str, os.PathLike)) and str(source).endswith(".onnx"):
+            from .export import OnnxRuntimeModel
+
+            if precision != "fp32" or compile:
+                raise ValueError("the ONNX Runtime backend runs the exported fp32 graph: use "
+                                 "precision='fp32' and compile=False")
+            model, self.backend = OnnxRuntimeModel(source, device=self.device), "onnxruntime"
+            self.payload = model.metadata
+            channels_last = False
+        elif isinstance(source, (str, os.PathLike)):
+            model, self.payload = load_model(source)
+        elif isinstance(source, torch.nn.Module):
+            model = unwrap(source)
+        else:
+            raise ValueError(f"source must be a checkpoint path or a PMTNet, got {type(source).__name__}")
+        self.config = model.config
+        self.class_names = class_names or self.payload.get("class_names") or [
+            f"class_{i}" for i in range(self.config.num_classes)]
+        self.palette = np.asarray(palette if palette is not None else self.payload.get(
+            "palette", _default_palette(self.config.num_classes)), dtype=np.uint8)
+        self.channels_last = channels_last
+        if self.backend == "torch":
+            model = model.eval().to(self.device)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._forward = torch.compile(model) if compile else model
+        self._lock = threading.Lock()
+        self.compiled = compile
+        self.warmup_seconds: Optional[float] = None
+
+    # ------------------------------------------------------------------ public API
+    def warmup(self, size: tuple[int, int], iterations: int = 2) -> float:
+        """Run `iterations` dummy pairs of `size` (compiles when compile=True); returns seconds."""
+        start = time.perf_counter()
+        dummy = np.zeros((*size, 3), np.uint8)
+        for _ in range(iterations):
+            self.predict(dummy, dummy)
+        self.warmup_seconds = time.perf_counter() - start
+        return self.warmup_seconds
+
+    def predict(self, left: ImageLike, right: ImageLike, *, confidence: bool = False,
+                extras: bool = False) -> Prediction:
+        """`left`, `right`: H x W x 3 uint8 RGB (numpy or torch, any device), or float
+        3 x H x W tensors in [0, 1]. Returns numpy arrays of the input's H x W."""
+        with self._lock, torch.inference_mode():
+            t0 = time.perf_counter()
+            left_t, right_t = self._to_batch(left, "left"), self._to_batch(right, "right")
+            if left_t.shape != right_t.shape:
+                raise ValueError(f"left and right sizes differ: {tuple(left_t.shape[-2:])} vs "
+                                 f"{tuple(right_t.shape[-2:])}")
+            height, width = left_t.shape[-2:]
+            left_p, right_p = self._pad(left_t), self._pad(right_t)
+            self._sync()
+            t1 = time.perf_counter()
+            dtype = PRECISIONS[self.precision]
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                out = self._forward(left_p, right_p)
+            self._sync()
+            t2 = time.perf_counter()
+            crop = (..., slice(0, height), slice(0, width))
+            refined = out.refined_logits[crop].float()
+            disparity = out.disparity[crop].float()[0, 0]
+            result = {"labels": refined[0].argmax(0).to(torch.uint8), "disparity": disparity}
+            if confidence:
+                result["seg_confidence"] = refined[0].softmax(0).amax(0)
+                result["disparity_confidence"] = photometric_confidence(
+                    left_t[0], right_t[0], disparity)
+            if extras:
+                result["coarse_labels"] = out.coarse_logits[crop][0].argmax(0).to(torch.uint8)
+                if out.seg_attention is not None:
+                    result["seg_attention"] = out.seg_attention[0, 0].float()
+                    result["disp_attention"] = out.disp_attention[0, 0].float()
+            arrays = {k: v.cpu().numpy() for k, v in result.items()}
+            t3 = time.perf_counter()
+        return Prediction(**arrays, timings={"pre": t1 - t0, "model": t2 - t1, "post": t3 - t2})
+
+    def colorize(self, labels: np.ndarray) -> np.ndarray:
+        """Palette lookup (one fancy index); ids outside the palette become black."""
+        lut = np.zeros((256, 3), np.uint8)
+        lut[: len(self.palette)] = self.palette[:256]
+        return lut[labels]
+
+    # ------------------------------------------------------------------ internals
+    def _to_batch(self, image: ImageLike, name: str) -> torch.Tensor:
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"{name} must be an H x W x 3 uint8 array, got "
+                                 f"{image.dtype} {image.shape}")
+            tensor = torch.from_numpy(np.ascontiguousarray(image))
+            if self.device.type == "cuda":
+                tensor = tensor.pin_memory()
+            image = tensor.to(self.device, non_blocking=True)
+        if not isinstance(image, torch.Tensor):
+            raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(image).__name__}")
+        image = image.to(self.device, non_blocking=True)
+        if image.dtype == torch.uint8 and image.dim() == 3 and image.shape[2] == 3:
+            image = image.permute(2, 0, 1).float().div_(255.0)
+        elif not (image.is_floating_point() and image.dim() == 3 and image.shape[0] == 3):
+            raise ValueError(f"{name} must be H x W x 3 uint8 or 3 x H x W float, got "
+                             f"{image.dtype} {tuple(image.shape)}")
+        batch = image.unsqueeze(0)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def _pad(self, batch: torch.Tensor) -> torch.Tensor:
+        """Replicate-pad bottom/right to a multiple of 32 and at least the SPP minimum."""
+        height, width = batch.shape[-2:]
+        need = self.config.min_input_size
+        target_h = max(need, -(-height // 32) * 32)
+        target_w = max(need, -(-width // 32) * 32)
+        if (target_h, target_w) == (height, width):
+            return batch
+        return F.pad(batch, (0, target_w - width, 0, target_h - height), mode="replicate")
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def photometric_confidence(left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
+                           *, scale: float = 0.1) -> torch.Tensor:
+    """Disparity confidence in [0, 1]: how well the right image, sampled at x - d, explains
+    the left image (exp(-|L - R(x - d)| / scale), colour-averaged and smoothed over 5x5),
+    and 0 where x - d leaves the image. One grid_sample; it flags mismatches and occlusions
+    in textured regions, and cannot tell right from wrong in texture-free ones."""
+    _, height, width = left.shape
+    xs = torch.arange(width, device=disparity.device, dtype=torch.float32).expand(height, width)
+    ys = torch.arange(height, device=disparity.device, dtype=torch.float32).unsqueeze(1).expand(height, width)
+    source_x = xs - disparity
+    grid = torch.stack([2 * source_x / max(width - 1, 1) - 1, 2 * ys / max(height - 1, 1) - 1], -1)
+    warped = F.grid_sample(right.unsqueeze(0).float(), grid.unsqueeze(0), align_corners=True)
+    error = (left.float() - warped[0]).abs().mean(0, keepdim=True)
+    error = F.avg_pool2d(error.unsqueeze(0), 5, stride=1, padding=2, count_include_pad=False)[0, 0]
+    inside = (source_x >= 0) & (source_x <= width - 1) & torch.isfinite(disparity)
+    return torch.exp(-error / scale) * inside
+
+
+def _default_palette(num_classes: int) -> np.ndarray:
+    try:
+        from .visualize import cityscapes_palette, distinct_palette
+        return cityscapes_palette() if num_classes == 19 else distinct_palette(num_classes)
+    except ImportError:  # visualize is optional for a bare predictor
+        warnings.warn("pmt_perception.visualize unavailable; using a grey palette", RuntimeWarning)
+        return np.stack([np.linspace(0, 255, num_classes)] * 3, 1).astype(np.uint8)

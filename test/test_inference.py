@@ -1,0 +1,151 @@
+"""Predictor: round trips, padding/cropping, precisions, checkpoints, bad inputs."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from pmt_perception.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pmt_perception.config import load_model_config
+from pmt_perception.inference import Predictor, photometric_confidence
+from pmt_perception.network import build_model
+
+SMALL = dict(backbone="resnet18", spp_f1_windows=(8, 4), spp_f2_windows=(4, 2), num_classes=5)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(load_model_config("fast", **SMALL)).eval()
+
+
+class UnsafePayload:
+    """A plain Python object: pickling it makes a checkpoint that is not weights-only."""
+
+
+def random_pair(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    return tuple(rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(2))
+
+
+@pytest.mark.parametrize("size", [(64, 96), (70, 101), (33, 47)])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_predict_shapes_dtypes_and_cropping(model, size, precision):
+    predictor = Predictor(model, device="cpu", precision=precision)
+    left, right = random_pair(*size)
+    out = predictor.predict(left, right, confidence=True, extras=True)
+    assert out.labels.shape == out.disparity.shape == size
+    assert out.labels.dtype == np.uint8 and out.disparity.dtype == np.float32
+    assert out.labels.max() < 5
+    assert out.seg_confidence.shape == out.disparity_confidence.shape == size
+    assert (out.seg_confidence >= 1 / 5 - 1e-4).all() and (out.seg_confidence <= 1 + 1e-6).all()
+    assert (out.disparity_confidence >= 0).all() and (out.disparity_confidence <= 1).all()
+    assert out.coarse_labels.shape == size
+    assert set(out.timings) == {"pre", "model", "post"}
+
+
+def test_padding_and_cropping_match_a_manual_padded_forward(model):
+    """The predictor's crop of its padded forward equals the network run on the same padding."""
+    predictor = Predictor(model, device="cpu", precision="fp32", channels_last=False)
+    left, right = random_pair(50, 70, seed=1)
+    out = predictor.predict(left, right)
+    to_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    pad = lambda t: torch.nn.functional.pad(t, (0, 96 - 70, 0, 64 - 50), mode="replicate")
+    with torch.no_grad():
+        reference = model(pad(to_tensor(left)), pad(to_tensor(right)))
+    np.testing.assert_allclose(out.disparity, reference.disparity[0, 0, :50, :70].numpy(), atol=1e-4)
+    np.testing.assert_array_equal(out.labels, reference.refined_logits[0, :, :50, :70].argmax(0).numpy())
+
+
+def test_float_tensor_inputs_equal_uint8_inputs(model):
+    predictor = Predictor(model, device="cpu")
+    left, right = random_pair(64, 96, seed=2)
+    as_float = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 255
+    a = predictor.predict(left, right)
+    b = predictor.predict(as_float(left), as_float(right))
+    np.testing.assert_allclose(a.disparity, b.disparity, atol=1e-5)
+
+
+def test_checkpoint_round_trip(model, tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", model=model, config=model.config,
+                           class_names=list("abcde"), palette=[[i, i, i] for i in range(5)])
+    from_file = Predictor(path, device="cpu")
+    from_model = Predictor(model, device="cpu")
+    left, right = random_pair(64, 96, seed=3)
+    np.testing.assert_allclose(from_file.predict(left, right).disparity,
+                               from_model.predict(left, right).disparity, atol=1e-5)
+    assert from_file.class_names == list("abcde")
+    assert from_file.colorize(np.array([[4, 200]], np.uint8)).tolist() == [[[4, 4, 4], [0, 0, 0]]]
+
+
+def test_fp16_weights_checkpoint_loads(model, tmp_path):
+    path = save_checkpoint(tmp_path / "half.pt", model=model, config=model.config,
+                           class_names=list("abcde"), palette=[[0, 0, 0]] * 5, half=True)
+    assert load_checkpoint(path)["model_state"]["disparity.head.predict.weight"].dtype == torch.float16
+    left, right = random_pair(64, 96)
+    assert np.isfinite(Predictor(path, device="cpu").predict(left, right).disparity).all()
+
+
+def test_corrupt_and_unsafe_checkpoints_are_refused(tmp_path):
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(truncated)
+
+    unsafe = tmp_path / "unsafe.pt"  # any pickled object: weights_only loading must refuse it
+    torch.save({"format": "pmt_perception/1", "obj": UnsafePayload()}, unsafe)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_checkpoint(unsafe)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a pmt_perception checkpoint"):
+        load_checkpoint(foreign)
+
+
+@pytest.mark.parametrize("left, right, message", [
+    (np.zeros((64, 96, 3), np.float32), np.zeros((64, 96, 3), np.uint8), "uint8"),
+    (np.zeros((64, 96), np.uint8), np.zeros((64, 96), np.uint8), "H x W x 3"),
+    (np.zeros((64, 96, 3), np.uint8), np.zeros((64, 80, 3), np.uint8), "sizes differ"),
+    (torch.zeros(2, 64, 96), torch.zeros(2, 64, 96), "3 x H x W"),
+    ([1, 2, 3], [1, 2, 3], "numpy array or torch tensor"),
+])
+def test_bad_inputs_raise_clear_errors(model, left, right, message):
+    with pytest.raises(ValueError, match=message):
+        Predictor(model, device="cpu").predict(left, right)
+
+
+def test_bad_settings_raise_clear_errors(model):
+    with pytest.raises(ValueError, match="precision"):
+        Predictor(model, device="cpu", precision="int8")
+    with pytest.raises(ValueError, match="bf16"):
+        Predictor(model, device="cpu", precision="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            Predictor(model, device="cuda")
+
+
+def test_predict_is_thread_safe(model):
+    predictor = Predictor(model, device="cpu")
+    left, right = random_pair(64, 96, seed=4)
+    expected = predictor.predict(left, right).disparity
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(predictor.predict(left, right).disparity))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and all(np.allclose(r, expected, atol=1e-5) for r in results)
+
+
+def test_photometric_confidence_prefers_the_true_disparity():
+    torch.manual_seed(0)
+    left = torch.rand(3, 32, 64)
+    right = torch.zeros_like(left)
+    right[..., :-5] = left[..., 5:]                          # left(x) = right(x - 5): d = 5
+    true = photometric_confidence(left, right, torch.full((32, 64), 5.0))
+    wrong = photometric_confidence(left, right, torch.full((32, 64), 2.0))
+    assert true[:, 10:].mean() > 0.9 and wrong[:, 10:].mean() < 0.5
+    assert (true[:, :5] == 0).all()                          # x - d leaves the image
