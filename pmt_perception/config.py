@@ -89,7 +89,9 @@ def share_dir() -> Path:
     """The package's share directory (holds config/, models/, launch/).
 
     Search order: $PMT_PERCEPTION_SHARE; the source tree (editable/pip -e installs and running
-    from a checkout); an ament index (colcon builds); <prefix>/share/pmt_perception (pip).
+    from a checkout); an ament index (ROS installs); the install prefix this module sits in
+    (<prefix>/lib/pythonX.Y/site-packages/pmt_perception -> <prefix>/share/pmt_perception,
+    colcon and pip installs alike); sys.prefix/share/pmt_perception.
     """
     env = os.environ.get("PMT_PERCEPTION_SHARE")
     if env:
@@ -103,6 +105,9 @@ def share_dir() -> Path:
         return Path(get_package_share_directory(PACKAGE))
     except Exception:  # not a ROS install, or the package is not in the index
         pass
+    install_prefix = Path(__file__).resolve().parents[4] / "share" / PACKAGE
+    if (install_prefix / "config").is_dir():
+        return install_prefix
     return Path(sys.prefix) / "share" / PACKAGE
 
 
