@@ -22,6 +22,8 @@ def share_tree(folder):
 COMMANDS = {
     "pmt-info": "pmt_perception.info:main",
     "pmt-demo": "pmt_perception.demo:main",
+    "pmt-synth": "pmt_perception.data.synth_cli:main",
+    "pmt-export": "pmt_perception.export:main",
 }
 
 setup(

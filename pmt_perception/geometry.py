@@ -68,8 +68,8 @@ class StereoCamera:
     baseline: float
 
     def __post_init__(self):
-        values = {f: getattr(self, f) for f in ("fx", "fy", "cx_left", "cx_right", "cy", "baseline")}
-        for field_name, value in values.items():
+        for field_name in ("fx", "fy", "cx_left", "cx_right", "cy", "baseline"):
+            value = getattr(self, field_name)
             if not math.isfinite(value):
                 raise ValueError(f"{field_name} must be finite, got {value}")
         if self.fx <= 0 or self.fy <= 0:
@@ -92,7 +92,8 @@ class StereoCamera:
         if right[0, 0] == 0:
             raise ValueError("p_right has fx == 0, cannot derive the baseline")
         if right[0, 3] == 0:
-            raise ValueError("p_right[0, 3] (Tx = -fx * baseline) is 0: right P carries no baseline")
+            raise ValueError(
+                "p_right[0, 3] (Tx = -fx * baseline) is 0: right P carries no baseline")
         return cls(
             fx=float(left[0, 0]), fy=float(left[1, 1]), cx_left=float(left[0, 2]),
             cx_right=float(right[0, 2]), cy=float(left[1, 2]),
@@ -167,7 +168,8 @@ class StereoCamera:
             raise ValueError(f"disparity must be numeric, got dtype {disparity.dtype}")
         if not (0.0 <= min_depth < max_depth):
             raise ValueError(
-                f"need 0 <= min_depth < max_depth, got min_depth={min_depth}, max_depth={max_depth}")
+                "need 0 <= min_depth < max_depth, "
+                f"got min_depth={min_depth}, max_depth={max_depth}")
         sampled = subsample(disparity, stride=stride)
         stride = int(stride)
         rows, cols = sampled.shape

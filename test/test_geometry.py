@@ -122,7 +122,8 @@ def test_stride_samples_the_same_pixels_as_subsample(camera):
         assert strided.shape == (math.ceil((H + 1) / stride), math.ceil((W + 3) / stride), 3)
         np.testing.assert_allclose(strided, full[::stride, ::stride], rtol=1e-6)
         colours = rng.integers(0, 255, (H + 1, W + 3, 3), dtype=np.uint8)
-        np.testing.assert_array_equal(subsample(colours, stride=stride), colours[::stride, ::stride])
+        np.testing.assert_array_equal(subsample(colours, stride=stride),
+                                      colours[::stride, ::stride])
         assert subsample(colours, stride=stride).shape[:2] == strided.shape[:2]
 
 

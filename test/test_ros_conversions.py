@@ -215,7 +215,8 @@ def test_rgb_is_packed_as_stereo_image_proc_packs_it():
     as_float = struct.unpack("<f", raw[12:16])[0]
     assert struct.unpack("<I", struct.pack("<f", as_float))[0] == 0x00123456
     assert pack_rgb(rgb)[0, 0] == 0x00123456
-    np.testing.assert_array_equal(unpack_rgb(np.array([0x00123456], np.uint32)), [[0x12, 0x34, 0x56]])
+    np.testing.assert_array_equal(unpack_rgb(np.array([0x00123456], np.uint32)),
+                                  [[0x12, 0x34, 0x56]])
 
 
 def test_pointcloud2_to_array_reads_foreign_layouts():
@@ -239,7 +240,8 @@ def test_pointcloud2_to_array_reads_foreign_layouts():
     cloud = pointcloud2_to_array(msg)
     np.testing.assert_array_equal(cloud["x"], [[0, 1], [0, 1]])
     np.testing.assert_array_equal(cloud["y"], [[0, 0], [1, 1]])
-    np.testing.assert_array_equal(unpack_rgb(cloud["rgb"]), np.broadcast_to([0xA0, 0xB0, 0xC0], (2, 2, 3)))
+    np.testing.assert_array_equal(unpack_rgb(cloud["rgb"]),
+                                  np.broadcast_to([0xA0, 0xB0, 0xC0], (2, 2, 3)))
     np.testing.assert_array_equal(cloud["pair"][1, 1], [-1, 8])
 
     msg.fields[0].datatype = 42

@@ -126,8 +126,9 @@ def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = Non
     msg.encoding = encoding
     msg.is_bigendian = _HOST_IS_BIGENDIAN
     msg.step = msg.width * element.itemsize * channels
-    # astype to the native element type also fixes a foreign byte order; tobytes is one copy.
-    msg.data = np.ascontiguousarray(array.astype(element, copy=False)).tobytes()
+    # astype to the native element type fixes a foreign byte order (no copy otherwise);
+    # tobytes writes C order even from a strided view, so this is one copy.
+    msg.data = array.astype(element, copy=False).tobytes()
     return msg
 
 
@@ -206,7 +207,8 @@ def unpack_rgb(rgb_field: np.ndarray) -> np.ndarray:
     """Inverse of :func:`pack_rgb`; accepts the float32 'rgb' field as read from a cloud."""
     bits = np.ascontiguousarray(rgb_field)
     bits = bits.view(np.uint32) if bits.dtype.itemsize == 4 else bits.astype(np.uint32)
-    return np.stack([(bits >> 16) & 0xFF, (bits >> 8) & 0xFF, bits & 0xFF], axis=-1).astype(np.uint8)
+    channels = [(bits >> 16) & 0xFF, (bits >> 8) & 0xFF, bits & 0xFF]
+    return np.stack(channels, axis=-1).astype(np.uint8)
 
 
 def _cloud_layout(with_labels: bool) -> tuple[list[PointField], np.dtype]:

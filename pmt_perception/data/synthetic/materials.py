@@ -145,7 +145,7 @@ def vegetation(rng: np.random.Generator, size: int, *, texture_poor: bool) -> Ma
     image = two_colour(0.5 + 0.35 * leaves, dark, light)
     if texture_poor:
         image = two_colour(0.5 + POOR_CONTRAST * leaves, dark, light)
-    coverage = fractal_noise(rng, size, beta=1.3, low=4) + rng.uniform(0.2, 0.9)  # > 0 is leaf
+    coverage = fractal_noise(rng, size, beta=1.2, low=6) + rng.uniform(-0.1, 0.5)  # > 0 is leaf
     alpha = (coverage > 0).astype(np.float32)[..., None]
     period = rng.uniform(0.25, 0.6)
     return Material(layers=[_layer(image, size / period)], alpha=_layer(alpha, size / period))

@@ -36,19 +36,38 @@ class TextureLayer:
         """Bilinear lookups at `uv` (N, 2) metres on the level matching `footprint` (N,) metres/pixel."""
         coords = uv * np.float32(self.texels_per_metre)
         texels = footprint * np.float32(self.texels_per_metre)
-        level = np.clip(np.floor(np.log2(np.maximum(texels, 1.0))), 0, len(self.pyramid) - 1).astype(np.int8)
-        channels = self.pyramid[0].shape[2] if self.pyramid[0].ndim == 3 else 1
+        top = len(self.pyramid) - 1
+        level = np.clip(np.log2(np.maximum(texels, 1.0)), 0, top).astype(np.int8)  # floor: >= 0
+        low, high = int(level.min()), int(level.max())
+        channels = self.pyramid[0].shape[2]
+        if low == high:  # small objects: one level, no masks
+            return self._lookup(low, coords)
         out = np.empty((len(uv), channels), dtype=np.float32)
-        for value in np.unique(level):
-            select = slice(None) if level.min() == level.max() else level == value
-            image = self.pyramid[int(value)]
-            size = image.shape[0]
-            # Wrap into [0, size) first: OpenCV converts remap coordinates to 16-bit fixed point.
-            scaled = np.mod(coords[select] / np.float32(2 ** int(value)), size).astype(np.float32)
-            looked_up = cv2.remap(image, scaled[:, :1], scaled[:, 1:], cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_WRAP)
-            out[select] = looked_up.reshape(-1, channels)
+        for value in range(low, high + 1):
+            select = np.flatnonzero(level == value)
+            if select.size:
+                out[select] = self._lookup(value, coords[select])
         return out
+
+    def _lookup(self, level: int, coords: np.ndarray) -> np.ndarray:
+        """Bilinear, wrapping lookups of (N, 2) texel coordinates at one pyramid level.
+
+        remap wants maps under 32767 per side, so the N points are laid out as rows of 1024; and
+        it converts coordinates to 16-bit fixed point, so they are wrapped into [0, size) first.
+        """
+        image = self.pyramid[level]
+        count = len(coords)
+        padded = -(-count // _REMAP_ROW) * _REMAP_ROW
+        maps = np.empty((padded, 2), dtype=np.float32)
+        np.multiply(coords, np.float32(1.0 / 2 ** level), out=maps[:count])
+        np.mod(maps[:count], np.float32(image.shape[0]), out=maps[:count])
+        maps[count:] = 0.0
+        looked_up = cv2.remap(image, maps.reshape(-1, _REMAP_ROW, 2), None, cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_WRAP)
+        return looked_up.reshape(padded, -1)[:count]
+
+
+_REMAP_ROW = 1024
 
 
 @dataclasses.dataclass
