@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_model, unwrap
 from .network import PMTNet
+from .network.fusion import fold_batchnorm
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 ImageLike = Union[np.ndarray, torch.Tensor]
@@ -54,7 +55,7 @@ class Predictor:
 
     def __init__(self, source: Union[str, os.PathLike, PMTNet], *, device: str = "auto",
                  precision: str = "fp32", channels_last: bool = True, compile: bool = False,
-                 class_names: Optional[list[str]] = None, palette=None) -> None:
+                 fold_bn: bool = True, class_names: Optional[list[str]] = None, palette=None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.device = resolve_device(device)
@@ -85,7 +86,10 @@ class Predictor:
             "palette", _default_palette(self.config.num_classes)), dtype=np.uint8)
         self.channels_last = channels_last
         if self.backend == "torch":
-            model = model.eval().to(self.device)
+            model = model.eval()
+            if fold_bn:  # exact in eval mode; works on a copy, the caller's model is untouched
+                model, _ = fold_batchnorm(model)
+            model = model.to(self.device)
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
         self.model = model

@@ -149,3 +149,17 @@ def test_photometric_confidence_prefers_the_true_disparity():
     wrong = photometric_confidence(left, right, torch.full((32, 64), 2.0))
     assert true[:, 10:].mean() > 0.9 and wrong[:, 10:].mean() < 0.5
     assert (true[:, :5] == 0).all()                          # x - d leaves the image
+
+
+def test_batchnorm_folding_keeps_outputs_and_leaves_the_model_alone(model):
+    trained_like = build_model(model.config).train()
+    with torch.no_grad():  # non-trivial running statistics
+        trained_like(torch.rand(2, 3, 64, 96), torch.rand(2, 3, 64, 96))
+    trained_like.eval()
+    folded = Predictor(trained_like, device="cpu", fold_bn=True)
+    plain = Predictor(trained_like, device="cpu", fold_bn=False)
+    left, right = random_pair(64, 96, seed=5)
+    np.testing.assert_allclose(folded.predict(left, right).disparity,
+                               plain.predict(left, right).disparity, atol=1e-3)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trained_like.modules())
