@@ -24,6 +24,9 @@ COMMANDS = {
     "pmt-demo": "pmt_perception.demo:main",
     "pmt-synth": "pmt_perception.data.synth_cli:main",
     "pmt-export": "pmt_perception.export:main",
+    "stereo_seg_node": "pmt_perception.ros.node:main",
+    "stereo_source": "pmt_perception.ros.stereo_source:main",
+    "stereo_seg_monitor": "pmt_perception.ros.monitor:main",
 }
 
 setup(

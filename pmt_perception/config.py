@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any, Mapping
@@ -139,13 +138,10 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def dump_yaml_atomic(data: Mapping[str, Any], path: str | os.PathLike) -> None:
-    """Write YAML through a temp file + rename so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        yaml.safe_dump(to_plain(data), tmp, sort_keys=False)
-        tmp_name = tmp.name
-    os.replace(tmp_name, path)
+    """Write YAML atomically so a reader never sees half a file."""
+    from .atomic import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(to_plain(data), sort_keys=False))
 
 
 def to_plain(value: Any) -> Any:

@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_path, write_bytes_atomic
 from .checkpoint import load_model, unwrap
 from .config import ModelConfig, from_dict, to_plain
 from .info import parse_size
@@ -39,13 +39,6 @@ class ExportWrapper(nn.Module):
         return out.coarse_logits, out.disparity, out.refined_logits
 
 
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
 def export_onnx(model: PMTNet, path: str | os.PathLike, *, size: tuple[int, int],
                 opset: int = 17, metadata: Optional[dict] = None) -> Path:
     """Trace at `size`; batch, H and W stay dynamic (any size the network accepts)."""
@@ -56,8 +49,7 @@ def export_onnx(model: PMTNet, path: str | os.PathLike, *, size: tuple[int, int]
     wrapper = ExportWrapper(unwrap(model)).eval()
     example = torch.rand(1, 3, *size)
     dynamic = {0: "batch", 2: "height", 3: "width"}
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         torch.onnx.export(wrapper, (example, example), str(tmp), input_names=["left", "right"],
                           output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=False,
                           dynamic_axes={"left": dynamic, "right": dynamic,
@@ -67,9 +59,6 @@ def export_onnx(model: PMTNet, path: str | os.PathLike, *, size: tuple[int, int]
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, json.dumps(value)
         onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -79,12 +68,8 @@ def export_torchscript(model: PMTNet, path: str | os.PathLike, *, size: tuple[in
     example = torch.rand(1, 3, *size)
     with torch.no_grad():
         traced = torch.jit.trace(wrapper, (example, example), check_trace=False)
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         traced.save(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -114,8 +99,7 @@ def build_tensorrt_engine(onnx_path: str | os.PathLike, engine_path: str | os.Pa
     engine = builder.build_serialized_network(network, config)
     if engine is None:
         raise RuntimeError("TensorRT engine build failed")
-    Path(engine_path).write_bytes(bytes(engine))
-    return Path(engine_path)
+    return write_bytes_atomic(engine_path, bytes(engine))
 
 
 class OnnxRuntimeModel:

@@ -288,3 +288,10 @@ def test_camera_from_infos():
 def test_camera_from_infos_rejects_bad_pairs(left, right, message):
     with pytest.raises(ValueError, match=message):
         camera_from_infos(left, right)
+
+
+def test_to_rgb8_accepts_16uc1_as_grey():
+    from pmt_perception.ros.conversions import numpy_to_image, to_rgb8
+    grey = np.array([[0, 256 * 7, 65535]], np.uint16)
+    rgb = to_rgb8(numpy_to_image(grey, "16UC1"))
+    assert rgb.shape == (1, 3, 3) and rgb[0, :, 0].tolist() == [0, 7, 255]

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+
+from ..atomic import write_bytes_atomic
 
 
 def _require_file(path: Path) -> None:
@@ -74,15 +75,6 @@ def write_png_atomic(path: str | os.PathLike, image: np.ndarray) -> None:
     if not ok:
         raise ValueError(f"cannot encode PNG for {path} (dtype {image.dtype}, shape {image.shape})")
     write_bytes_atomic(path, encoded.tobytes())
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(data)
-        tmp_name = tmp.name
-    os.replace(tmp_name, path)
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:

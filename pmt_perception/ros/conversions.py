@@ -89,12 +89,12 @@ def image_to_numpy(msg) -> np.ndarray:
 def to_rgb8(msg) -> np.ndarray:
     """H x W x 3 uint8 RGB (contiguous) from rgb8, bgr8, rgba8, bgra8, mono8 or mono16.
 
-    mono16 keeps its high byte (value >> 8): a fixed scale, so brightness does not change from
+    mono16 (and 16UC1 / 8UC1, which mono cameras also use) keeps its high byte (value >> 8): a fixed scale, so brightness does not change from
     frame to frame as it would with per-frame min/max normalization. Generic types (8UC3, 32FC1,
     ...) raise ValueError: they carry no channel order or colour meaning.
     """
     encoding = msg.encoding
-    if encoding not in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16"):
+    if encoding not in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "8UC1", "16UC1"):
         raise ValueError(f"encoding {encoding!r} has no colour meaning; cannot convert to rgb8")
     pixels = image_to_numpy(msg)
     if encoding == "rgb8":
@@ -103,7 +103,7 @@ def to_rgb8(msg) -> np.ndarray:
         return np.ascontiguousarray(pixels[..., :3])
     if encoding in ("bgr8", "bgra8"):
         return np.ascontiguousarray(pixels[..., 2::-1])
-    if encoding == "mono16":
+    if encoding in ("mono16", "16UC1"):
         pixels = (pixels >> 8).astype(np.uint8)
     return np.repeat(pixels[..., None], 3, axis=2)
 
