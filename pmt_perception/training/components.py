@@ -1,0 +1,168 @@
+"""Building what a run needs from its resolved settings: datasets and loaders, the model, the
+loss, the optimizer and the LR schedule. Kept apart from the loop so each reads in one sitting.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from pmt_perception.config import (from_dict, load_model_config, load_yaml,
+                                   resolve_config_path)
+from pmt_perception.data import DataConfig, build_dataset, build_train_sampler
+from pmt_perception.losses import PMTLoss
+from pmt_perception.network import build_model
+
+from .distributed import DistributedContext
+from .options import deep_merge
+from .sampling import ResumableSampler, SeededSamples, collate_samples
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """None for fp32. `auto`: bf16 on CPUs (AMX/AVX-512 run it several times faster than fp32)
+    and on GPUs that support it, fp16 on older GPUs."""
+    if precision == "auto":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision fp16 is a GPU path; use bf16 (or auto) on the CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def load_data_settings(settings: dict[str, Any]) -> DataConfig:
+    path = resolve_config_path(settings["data"], "data")
+    merged = deep_merge(load_yaml(path), settings["data_overrides"])
+    return from_dict(DataConfig, merged, source=f"{path} + data_overrides")
+
+
+class NetworkWithLoss(nn.Module):
+    """Network and loss as ONE module, so DistributedDataParallel all-reduces the loss's learned
+    uncertainty weights together with the network's gradients (separately they would drift
+    apart between ranks)."""
+
+    def __init__(self, network: nn.Module, criterion: PMTLoss, *,
+                 dtype: Optional[torch.dtype], device_type: str) -> None:
+        super().__init__()
+        self.network = network
+        self.criterion = criterion
+        self.dtype = dtype
+        self.device_type = device_type
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor, seg: torch.Tensor,
+                disparity: torch.Tensor):
+        with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None):
+            output = self.network(left, right)
+        # The losses cast to float32 themselves; running them outside autocast keeps the
+        # Lovasz sort and the CE sums in full precision.
+        total, terms = self.criterion(output, seg=seg, disparity=disparity)
+        return total, terms, output
+
+
+def build_network(settings: dict[str, Any], num_classes: int, context: DistributedContext,
+                  ) -> nn.Module:
+    model_config = load_model_config(settings["model"], **{"num_classes": num_classes,
+                                                           **settings["model_overrides"]})
+    if model_config.num_classes != num_classes:
+        raise ValueError(f"model_overrides.num_classes {model_config.num_classes} does not match "
+                         f"the dataset's {num_classes} classes")
+    network = build_model(model_config)
+    if settings["sync_batchnorm"] and context.is_distributed:
+        if context.device.type != "cuda":
+            raise ValueError("sync_batchnorm needs CUDA devices (torch's SyncBatchNorm is "
+                             "GPU-only); set --sync-batchnorm false for CPU/gloo training")
+        network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    network = network.to(context.device)
+    if settings["channels_last"]:
+        network = network.to(memory_format=torch.channels_last)
+    return network
+
+
+def build_optimizer(settings: dict[str, Any], parameters) -> torch.optim.Optimizer:
+    lr, weight_decay = settings["lr"], settings["weight_decay"]
+    betas = tuple(settings["betas"])
+    if settings["optimizer"] == "adam":
+        return torch.optim.Adam(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
+    if settings["optimizer"] == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
+    return torch.optim.SGD(parameters, lr=lr, momentum=betas[0], weight_decay=weight_decay)
+
+
+def lr_factor(step: int, settings: dict[str, Any]) -> float:
+    """Multiplier of the base LR at `step`: linear warm-up, then none | cosine | poly (0.9) |
+    step (x0.1 after 2/3 of the run), never below min_lr_ratio."""
+    warmup, total = settings["warmup_iterations"], settings["iterations"]
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    floor = settings["min_lr_ratio"]
+    schedule = settings["lr_schedule"]
+    if schedule == "cosine":
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "poly":
+        return floor + (1 - floor) * (1 - progress) ** 0.9
+    if schedule == "step":
+        return max(floor, 0.1 if progress >= 2 / 3 else 1.0)
+    return 1.0
+
+
+def loader_options(settings: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    workers = int(settings["workers"])
+    if workers > 0:
+        # Worker processes are forked from this one: OpenCV's thread pool, if this process has
+        # started it, does not survive a fork (a worker that touches it deadlocks in
+        # pthread_cond_destroy), and N workers x N OpenCV threads would oversubscribe the cores
+        # anyway. One OpenCV thread, set BEFORE forking, is inherited by every worker.
+        import cv2
+
+        cv2.setNumThreads(1)
+    options: dict[str, Any] = {"num_workers": workers, "collate_fn": collate_samples,
+                               "pin_memory": bool(settings["pin_memory"]) and device.type == "cuda"}
+    if workers > 0:
+        options.update(persistent_workers=bool(settings["persistent_workers"]),
+                       prefetch_factor=int(settings["prefetch_factor"]))
+    return options
+
+
+def build_loaders(settings: dict[str, Any], data_config: DataConfig,
+                  context: DistributedContext):
+    """(train dataset, val dataset, train loader, its ResumableSampler, val loader)."""
+    if settings["batch_size"] % context.world_size:
+        raise ValueError(f"batch_size {settings['batch_size']} (global) is not divisible by "
+                         f"the {context.world_size} processes")
+    train_set = build_dataset(data_config, split=settings["train_split"])
+    val_set = build_dataset(data_config, split=settings["val_split"], augment=False)
+    base_sampler = build_train_sampler(train_set, data_config, seed=settings["seed"])
+    sampler = ResumableSampler(len(train_set), seed=settings["seed"], rank=context.rank,
+                               world_size=context.world_size, base_sampler=base_sampler)
+    options = loader_options(settings, context.device)
+    # Private generators: creating a DataLoader iterator draws worker seeds from its generator,
+    # and from the GLOBAL RNG without one, which would make a resumed run's RNG drift.
+    train_loader = torch.utils.data.DataLoader(
+        SeededSamples(train_set), batch_size=settings["batch_size"] // context.world_size,
+        sampler=sampler, drop_last=True, generator=torch.Generator().manual_seed(settings["seed"]),
+        **options)
+    limit = settings["val_samples"]
+    count = len(val_set) if limit is None else min(int(limit), len(val_set))
+    # Validation samples keep their full size, which may differ between images: batch 1.
+    val_indices = list(range(context.rank, count, context.world_size))
+    val_options = dict(options)
+    if val_options["num_workers"]:
+        val_options["persistent_workers"] = False  # used once per evaluation interval
+    val_loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(val_set, val_indices), batch_size=1, shuffle=False,
+        generator=torch.Generator().manual_seed(settings["seed"]), **val_options)
+    return train_set, val_set, train_loader, sampler, val_loader
+
+
+def default_threads(settings: dict[str, Any]) -> Optional[int]:
+    threads = settings["threads"]
+    if threads is None:
+        return None
+    threads = int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1 or null, got {threads}")
+    return min(threads, os.cpu_count() or threads)

@@ -1,0 +1,53 @@
+"""OpenCV SGBM baselines: ROS defaults as documented, correct disparities on a known shift,
+KITTI-style hole filling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pmt_perception.baselines import SGBM_PRESETS, SGBMBaseline, SGBMSettings, fill_holes_like_kitti
+
+
+def test_ros_preset_is_stereo_image_procs_sgbm_defaults():
+    ros = SGBM_PRESETS["ros"]
+    assert (ros.num_disparities, ros.block_size, ros.p1, ros.p2, ros.prefilter_cap,
+            ros.uniqueness_ratio, ros.speckle_window_size, ros.speckle_range,
+            ros.disp12_max_diff, ros.min_disparity, ros.grey) == (64, 15, 200, 400, 31, 15, 100, 4,
+                                                                  0, 0, True)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        SGBMSettings(**{**ros.__dict__, "num_disparities": 60})
+    with pytest.raises(ValueError, match="unknown SGBM preset"):
+        SGBMBaseline("fastest")
+
+
+@pytest.mark.parametrize("preset", sorted(SGBM_PRESETS))
+def test_sgbm_recovers_a_known_constant_shift(preset):
+    rng = np.random.default_rng(0)
+    shift = 9
+    texture = rng.integers(0, 256, size=(80, 160 + shift, 3), dtype=np.uint8)
+    texture = np.repeat(np.repeat(texture[::2, ::2], 2, 0), 2, 1)[:80, :160 + shift]
+    # right(x) = texture(x + shift) = left(x + shift): the right view sees every point `shift`
+    # px further left, i.e. disparity = +shift.
+    left = np.ascontiguousarray(texture[:, :160])
+    right = np.ascontiguousarray(texture[:, shift:shift + 160])
+    prediction = SGBMBaseline(preset).predict(left, right)
+    assert prediction.disparity.shape == (80, 160) and prediction.labels is None
+    inner = prediction.raw_disparity[10:-10, 80:-10]
+    assert np.isfinite(inner).mean() > 0.9
+    assert np.nanmedian(np.abs(inner - shift)) < 0.5
+    # The dataset contract's float tensors give the same answer as uint8 arrays.
+    as_tensor = lambda image: torch.from_numpy(image).permute(2, 0, 1).float() / 255
+    again = SGBMBaseline(preset).predict(as_tensor(left), as_tensor(right))
+    np.testing.assert_array_equal(again.disparity, prediction.disparity)
+
+
+def test_holes_take_the_farther_row_neighbour_like_the_kitti_devkit():
+    nan = np.nan
+    raw = np.array([[nan, 5.0, nan, nan, 2.0, nan],
+                    [nan, nan, nan, nan, nan, nan],
+                    [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]], np.float32)
+    filled = fill_holes_like_kitti(raw)
+    np.testing.assert_array_equal(filled[0], [5.0, 5.0, 2.0, 2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(filled[1], np.zeros(6))   # nothing to fill from
+    np.testing.assert_array_equal(filled[2], raw[2])

@@ -1,0 +1,118 @@
+"""pmt-train end to end on tiny synthetic scenes: learning, settings, run files, exact resume
+after SIGKILL, refusal of bad checkpoints."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import torch
+import yaml
+
+from pmt_perception.checkpoint import load_checkpoint
+from pmt_perception.train import main
+from pmt_perception.training.monitor import read_jsonl
+from pmt_perception.training.state import slim_checkpoint
+from test_train_helpers import losses_by_step, start_training, tiny_argv
+
+pytestmark = pytest.mark.slow  # each test trains for real: seconds to a minute on 2 cores
+
+
+def test_a_few_steps_on_tiny_synthetic_data_lower_the_loss(tmp_path):
+    run = tmp_path / "run"
+    # Two fixed scenes, no augmentation: the loss must fall if gradients, optimizer and loss
+    # weights are wired correctly.
+    assert main(tiny_argv(run, iterations=24, train=2, augment=False, lr=2e-3,
+                          eval_interval=24)) == 0
+    losses = losses_by_step(run)
+    assert sorted(losses) == list(range(1, 25))
+    first, last = sum(losses[s] for s in (1, 2)) / 2, sum(losses[s] for s in range(21, 25)) / 4
+    assert last < 0.6 * first, losses
+    # The run directory holds what the docs promise.
+    for name in ("config.yaml", "resolved.yaml", "last.pt", "best.pt", "summary.json",
+                 "train_log.jsonl", "val_log.jsonl"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    validation = read_jsonl(run / "val_log.jsonl")[-1]
+    assert validation["step"] == 24 and 0 <= validation["refined_miou"] <= 1
+    assert validation["d1"] is not None and validation["epe"] >= 0
+
+
+def test_command_line_overrides_win_and_the_resolved_config_is_written(tmp_path):
+    run = tmp_path / "run"
+    assert main(tiny_argv(run, iterations=1, lr="3e-4", grad_clip_norm=1.0,
+                          loss_overrides="{refined_lovasz: 0.5}")) == 0
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    assert written["lr"] == pytest.approx(3e-4) and isinstance(written["lr"], float)
+    assert written["grad_clip_norm"] == 1.0 and written["iterations"] == 1
+    assert written["loss_overrides"] == {"refined_lovasz": 0.5}
+    # Mappings from the command line are merged into the file's, not replacing it.
+    assert written["data_overrides"]["loader"]["size"] == [64, 96]
+    resolved = yaml.safe_load((run / "resolved.yaml").read_text())
+    assert resolved["model"]["variant"] == "fast" and resolved["model"]["num_classes"] == 8
+    assert resolved["loss"]["refined_lovasz"] == 0.5
+    checkpoint = load_checkpoint(run / "last.pt")
+    assert checkpoint["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-4)
+    # A fresh run never overwrites an existing one.
+    with pytest.raises(FileExistsError, match="--resume auto"):
+        main(tiny_argv(run, iterations=1))
+    with pytest.raises(SystemExit):
+        main(tiny_argv(run, iterations=1, no_such_setting=3))
+
+
+def test_resume_after_sigkill_mid_epoch_continues_bit_for_bit(tmp_path):
+    # 8 training scenes, batch 2: 4 steps per epoch; checkpoints every 3 steps land mid-epoch.
+    flags = dict(iterations=10, checkpoint_interval=3, workers=1, lr_schedule="cosine",
+                 warmup_iterations=2)
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    assert main(tiny_argv(reference, **flags)) == 0
+
+    process = start_training(tiny_argv(interrupted, **flags), log=tmp_path / "child.log")
+    deadline = time.monotonic() + 240
+    try:
+        # Kill as soon as the step after the first checkpoint has been logged.
+        while not (interrupted / "train_log.jsonl").exists() or \
+                max(losses_by_step(interrupted), default=0) < 4:
+            assert process.poll() is None, (tmp_path / "child.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the child run made no progress"
+            time.sleep(0.02)
+        assert process.poll() is None, "the run finished before it could be killed"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    saved = load_checkpoint(interrupted / "last.pt")["progress"]
+    assert saved["step"] in (3, 6, 9) and saved["step"] < 10
+    assert saved["position"] % 8 != 0, "the checkpoint should be mid-epoch"
+
+    assert main(tiny_argv(interrupted, **flags) + ["--resume", "auto"]) == 0
+    expected, resumed = losses_by_step(reference), losses_by_step(interrupted)
+    for step in range(saved["step"] + 1, 11):
+        assert resumed[step] == expected[step], (step, resumed[step], expected[step])
+    final_a = load_checkpoint(reference / "last.pt")["model_state"]
+    final_b = load_checkpoint(interrupted / "last.pt")["model_state"]
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_resume_refuses_corrupted_and_non_weights_only_checkpoints(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_argv(run, iterations=1)) == 0
+    good = (run / "last.pt").read_bytes()
+    corrupted = tmp_path / "corrupted.pt"
+    corrupted.write_bytes(good[: len(good) // 2])
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": "pmt_perception/1", "payload": torch.nn.Linear(2, 2)}, pickled)
+    weights_only = tmp_path / "weights.pt"
+    slim_checkpoint(run / "last.pt", weights_only)
+    for bad, message in ((corrupted, "corrupted or truncated"),
+                         (pickled, "not a weights-only checkpoint"),
+                         (weights_only, "not a training checkpoint")):
+        fresh = tmp_path / bad.stem
+        assert main(tiny_argv(fresh, iterations=2) + ["--resume", str(bad)]) == 2
+        assert message in capsys.readouterr().err
+        assert not (fresh / "last.pt").exists()
+    # The slim (shipping) checkpoint is fp16 and still loads into a working model.
+    payload = load_checkpoint(weights_only)
+    assert payload["kind"] == "weights" and "optimizer" not in payload
+    assert all(v.dtype == torch.float16 for v in payload["model_state"].values()
+               if v.is_floating_point())
