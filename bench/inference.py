@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 # (kind, variant, precision, backend, size, repeats)
 DEFAULT_ROWS = [
+    ("pmt", "paper", "fp32", "eager-unfolded", (480, 720), 2),
     ("pmt", "paper", "fp32", "eager", (480, 720), 2),
     ("pmt", "paper", "bf16", "eager", (480, 720), 3),
     ("pmt", "fast", "fp32", "eager", (480, 720), 3),
@@ -38,7 +39,7 @@ DEFAULT_ROWS = [
     ("pmt", "fast_mobile", "bf16", "eager", (480, 720), 5),
     ("sgbm", "stereo_image_proc", "-", "opencv", (480, 720), 5),
     ("sgbm", "tuned", "-", "opencv", (480, 720), 5),
-    ("two_nets", "lraspp_mobilenet_v3+sgbm", "bf16", "eager", (480, 720), 5),
+    ("two_nets", "lraspp_mobilenet_v3_large+sgbm", "bf16", "eager", (480, 720), 5),
     ("two_nets", "deeplabv3_resnet50+sgbm", "bf16", "eager", (480, 720), 3),
 ]
 QUICK_SIZES = {(256, 512), (480, 720)}
@@ -76,7 +77,9 @@ def run_pmt(variant, precision, backend, size, repeats):
     source = model
     if backend == "onnxruntime":
         source = export_onnx(model, Path(tempfile.mkdtemp()) / "m.onnx", size=size)
-    predictor = Predictor(source, device="cpu", precision=precision, compile=backend == "compile")
+    # "eager-unfolded": the plain published graph, BatchNorm not folded into the convolutions.
+    predictor = Predictor(source, device="cpu", precision=precision, compile=backend == "compile",
+                          fold_bn=backend != "eager-unfolded")
     left, right = stereo_pair(size)
     warmup = predictor.warmup(size, iterations=1)
     timings = []
