@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 
+from pmt_perception.cli import parse_size
+
 __all__ = ["main"]
 
 DEFAULT_DOMAIN_ID = 47
@@ -27,23 +29,13 @@ DEFAULT_DOMAIN_ID = 47
 DEFAULT_SIZE = (256, 320)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 256x320, got {text!r}") from None
-    if height < 32 or width < 32:
-        raise argparse.ArgumentTypeError("size must be at least 32x32")
-    return height, width
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="pmt-demo", description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=12.0,
                         help="seconds of monitoring after the first output (default 12)")
     parser.add_argument("--startup-timeout", type=float, default=90.0,
                         help="most seconds to wait for the first output (model loading)")
-    parser.add_argument("--size", type=parse_size, default=DEFAULT_SIZE, help="HxW of the frames")
+    parser.add_argument("--size", type=lambda text: parse_size(text, minimum=32), default=DEFAULT_SIZE, help="HxW of the frames")
     parser.add_argument("--rate", type=float, default=10.0, help="camera rate, Hz (default 10)")
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
     parser.add_argument("--checkpoint", default="", help="model checkpoint (default: models/*.pt, "

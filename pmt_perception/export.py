@@ -21,7 +21,7 @@ from torch import nn
 from .atomic import atomic_path, write_bytes_atomic
 from .checkpoint import load_model, unwrap
 from .config import ModelConfig, from_dict, to_plain
-from .info import parse_size
+from .cli import parse_size
 from .network import PMTNet, PMTOutput
 
 OUTPUT_NAMES = ("coarse_logits", "disparity", "refined_logits")

@@ -12,18 +12,9 @@ import sys
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .cli import parse_size
 from .config import load_model_config, to_plain
 from .network import build_model, count_parameters
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 480x720), got {text!r}")
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return h, w
 
 
 def count_gflops(config, size: tuple[int, int], *, batch: int = 1) -> dict[str, float]:

@@ -15,17 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli import parse_size
 from ..visualize import colorize_disparity, colorize_labels, contact_sheet, write_png_rgb
 from .synthetic import PALETTE, SyntheticPair, load_generator_settings, write_folder
 from .synthetic.generator import SPLIT_CODES
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 480x720 (HxW), got {text!r}") from None
-    return height, width
 
 
 def build_parser() -> argparse.ArgumentParser:
