@@ -7,6 +7,7 @@ cropping back. The ROS node, the evaluator and the demo are thin callers of `pre
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ from .checkpoint import load_model, unwrap
 from .network import PMTNet
 from .network.fusion import fold_batchnorm
 
+LOG = logging.getLogger(__name__)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 ImageLike = Union[np.ndarray, torch.Tensor]
 
@@ -106,6 +108,8 @@ class Predictor:
         for _ in range(iterations):
             self.predict(dummy, dummy)
         self.warmup_seconds = time.perf_counter() - start
+        if self.compiled:  # the first compiled calls take minutes on a small CPU: say so
+            LOG.info("torch.compile warm-up at %dx%d took %.1f s", *size, self.warmup_seconds)
         return self.warmup_seconds
 
     def predict(self, left: ImageLike, right: ImageLike, *, confidence: bool = False,
