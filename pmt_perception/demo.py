@@ -43,7 +43,7 @@ def parse_args(argv):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--domain-id", type=int, default=DEFAULT_DOMAIN_ID,
-                        help="ROS_DOMAIN_ID, 40-59 (default %(default)s)")
+                        help="ROS_DOMAIN_ID, 1-101 (default %(default)s)")
     parser.add_argument("--offline", action="store_true",
                         help="no ROS: run the Predictor on one synthetic pair and write images")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")

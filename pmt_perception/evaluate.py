@@ -29,7 +29,8 @@ from pmt_perception.evaluation.report import evaluate_pairs, json_safe, write_js
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pmt-evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    method = parser.add_mutually_exclusive_group(required=True)
+    # Not required: --bag alone uses the shipped model (checked in main).
+    method = parser.add_mutually_exclusive_group()
     method.add_argument("--checkpoint", type=Path, help="a pmt_perception checkpoint (.pt)")
     method.add_argument("--sgbm", choices=("ros", "tuned"),
                         help="OpenCV StereoSGBM baseline instead of a network")
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed forward passes before timing starts")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    from pmt_perception.ros.bags.evaluation import add_bag_arguments  # no ROS import at load
+
+    add_bag_arguments(parser)
     return parser
 
 
@@ -111,8 +115,15 @@ def prediction_pairs(method: Any, samples: Iterator[dict[str, Any]], *,
 def main(argv: list[str] | None = None) -> int:
     from pmt_perception.checkpoint import CheckpointError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.bag is None and args.checkpoint is None and args.sgbm is None:
+        parser.error("one of the arguments --checkpoint --sgbm is required (or --bag)")
     try:
+        if args.bag is not None:
+            from pmt_perception.ros.bags.evaluation import evaluate_bag
+
+            return evaluate_bag(args)
         return evaluate(args)
     except CheckpointError as error:
         # A refused checkpoint is a user error, not a crash: one clear line, exit code 2.

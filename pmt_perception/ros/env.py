@@ -21,7 +21,7 @@ from pmt_perception.config import config_dir
 __all__ = ["DOMAIN_ID_RANGE", "fastdds_profile_path", "dds_environment", "apply_dds_environment"]
 
 # Domain ids this project's tests, demo and benchmarks use; each process group picks its own.
-DOMAIN_ID_RANGE = range(40, 60)
+DOMAIN_ID_RANGE = range(1, 102)  # never 0 (the default domain); <= 101 is portable on Linux
 
 # Variables that would route discovery over UDP (static peers, a discovery server) or replace
 # the profile; they are removed so an outer shell cannot undo the shared-memory-only setup.
@@ -42,7 +42,7 @@ def dds_environment(*, domain_id: int, log_dir: str | os.PathLike,
                     base: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of ``base`` (default: os.environ) set up for shared-memory-only Fast DDS.
 
-    ``domain_id`` must lie in DOMAIN_ID_RANGE (40-59) so runs never meet the default domain 0.
+    ``domain_id`` must lie in DOMAIN_ID_RANGE (1-101) so runs never meet the default domain 0.
     """
     if isinstance(domain_id, bool) or domain_id not in DOMAIN_ID_RANGE:
         raise ValueError(f"domain_id must be one of {DOMAIN_ID_RANGE.start}.."

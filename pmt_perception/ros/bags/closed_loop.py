@@ -1,0 +1,212 @@
+"""Close the loop: replay a bag through the live node, record its outputs, score them against
+the bag's ground truth, and compare with the offline score of the same model on the same frames.
+
+    python -m pmt_perception.ros.bags.closed_loop --bag runs/bags/synth20 \
+        --checkpoint models/pmt_synthetic_fast_r18.pt --out runs/loop --domain-id 61
+
+Runs, as separate processes on shared-memory-only DDS (ros/env.py): stereo_seg_node (reliable
+inputs, deep queue), pmt-bag-record (seg, disparity) and pmt-bag-play (the four camera topics).
+The node may drop sets when it falls behind; only frames it published are scored (matched by
+stamp), and the dropped stamps are listed in the result, not hidden. With --recorded the
+processes are skipped and an existing recording is scored.
+Output: live/report.json, offline/report.json (+ figures) and closed_loop.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from pmt_perception.ros.bags.io import BagError, read_messages, typestore
+from pmt_perception.ros.bags.layout import StereoTopics
+
+__all__ = ["build_parser", "main", "recorded_predictions", "score_recording", "compare_reports",
+           "run_live"]
+
+COMPARED = (("segmentation", "refined", "miou"), ("segmentation", "refined", "pixel_accuracy"),
+            ("disparity", "d1"), ("disparity", "epe"), ("disparity", "rmse"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pmt-bag-loop", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--bag", type=Path, required=True, help="bag with ground truth")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="the ONE checkpoint the node and the offline evaluation both run")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--recorded", type=Path, default=None,
+                        help="score this recording instead of running the node")
+    parser.add_argument("--domain-id", type=int, default=60, help="ROS_DOMAIN_ID of the run")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds to keep recording after the last frame was played")
+    parser.add_argument("--startup-timeout", type=float, default=120.0,
+                        help="seconds for the node and recorder to come up")
+    parser.add_argument("--device", default="cpu", help="torch device of node and offline run")
+    parser.add_argument("--no-figures", action="store_true", help="write the JSON reports only")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest |live - offline| of a compared metric called equal")
+    return parser
+
+
+def recorded_predictions(recorded: Path) -> dict[int, dict[str, Any]]:
+    """{stamp: {"labels": msg, "disparity": msg}} of a recording of the node's outputs."""
+    from pmt_perception.ros.sync import stamp_nanoseconds
+
+    store, found = typestore(), {}
+    for topic, msgtype, _, data in read_messages(recorded, ["seg", "disparity"]):
+        msg = store.deserialize_cdr(data, msgtype)
+        found.setdefault(stamp_nanoseconds(msg), {})[topic] = msg
+    return found
+
+
+def score_recording(bag: Path, recorded: Path, *, class_names, topics=StereoTopics()):
+    """(accumulator, report, scored stamps) of the recorded outputs against the bag's ground
+    truth; frames of the bag without recorded outputs are listed in report["dropped_stamps"]."""
+    from pmt_perception.ros.bags.evaluation import score_pairs
+    from pmt_perception.ros.bags.reader import (ReadStatistics, raw_disparity_from_disparity_image,
+                                                read_stereo_frames)
+    from pmt_perception.ros.conversions import image_to_numpy
+
+    outputs = recorded_predictions(recorded)
+    read, bag_stamps, pairs = ReadStatistics(), [], []
+    for index, frame in enumerate(read_stereo_frames(bag, topics=topics, statistics=read)):
+        bag_stamps.append(frame.stamp_ns)
+        published = outputs.get(frame.stamp_ns, {})
+        if "seg" not in published or "disparity" not in published:
+            continue
+        # The node publishes disparity adjusted for cx_l - cx_r (stereo_image_proc's
+        # convention); the raw value is what the network predicted and what offline scores.
+        prediction = SimpleNamespace(
+            labels=np.array(image_to_numpy(published["seg"])),
+            disparity=raw_disparity_from_disparity_image(published["disparity"],
+                                                         frame.camera.principal_point_offset,
+                                                         mask_invalid=False),
+            timings={})
+        pairs.append((frame.sample(index, tensors=False), prediction))
+    scored = [sample["meta"]["stamp_ns"] for sample, _ in pairs]
+    if not pairs:
+        raise BagError(f"recording {recorded} holds no seg + disparity for any frame of {bag}")
+    accumulator, report = score_pairs(pairs, class_names=class_names)
+    report["frames_in_bag"] = len(bag_stamps)
+    report["frames_scored"] = len(scored)
+    report["dropped_stamps"] = sorted(set(bag_stamps) - set(scored))
+    report["unmatched_recorded_stamps"] = sorted(set(outputs) - set(bag_stamps))
+    return accumulator, report, scored
+
+
+def _metric(report: dict, path: tuple[str, ...]):
+    value = report
+    for key in path:
+        value = None if value is None else value.get(key)
+    return value
+
+
+def compare_reports(live: dict, offline: dict, tolerance: float) -> dict[str, Any]:
+    rows, equal = {}, True
+    for path in COMPARED:
+        a, b = _metric(live, path), _metric(offline, path)
+        same = (a is None and b is None) or (
+            a is not None and b is not None and (abs(a - b) <= tolerance
+                                                 or (np.isnan(a) and np.isnan(b))))
+        rows[".".join(path)] = {"live": a, "offline": b, "equal": bool(same)}
+        equal &= bool(same)
+    return {"equal": equal, "tolerance": tolerance, "metrics": rows}
+
+
+def run_live(args: argparse.Namespace, recorded: Path) -> dict[str, Any]:
+    """Start node + recorder, play the bag, stop; returns the player's summary."""
+    from pmt_perception.ros.env import dds_environment
+    from pmt_perception.ros.processes import read_log, start_module, stop_process
+
+    logs = args.out / "logs"
+    env = dds_environment(domain_id=args.domain_id, log_dir=logs / "ros")
+    topics = StereoTopics()
+    # Reliable inputs with deep queues: the bag's frames wait for the node instead of being
+    # lost to best-effort delivery; sets the model cannot keep up with are still dropped by
+    # the node's newest-wins hand-off, and show up as dropped stamps.
+    parameters = {"checkpoint": str(args.checkpoint), "device": args.device,
+                  "input_reliability": "reliable", "input_depth": 50, "sync_queue_size": 20,
+                  "output_depth": 50, "publish_points": "false", "publish_seg_color": "false"}
+    node = start_module("pmt_perception.ros.node", env=env, log_path=logs / "node.log",
+                        ros_arguments=[arg for key, value in parameters.items()
+                                       for arg in ("-p", f"{key}:={value}")])
+    recorder = start_module("pmt_perception.ros.bags.record", "--out", str(recorded),
+                            "--overwrite", env=env, log_path=logs / "record.log")
+    player = None
+    try:
+        deadline = time.monotonic() + args.startup_timeout
+        while "matched" not in read_log(logs / "record.log"):
+            for name, process in (("node", node), ("record", recorder)):
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited early:\n{read_log(logs / f'{name}.log')}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the recorder never matched the node's outputs:\n"
+                                   + read_log(logs / "node.log"))
+            time.sleep(0.2)
+        player = start_module("pmt_perception.ros.bags.play", str(args.bag), "--json",
+                              "--rate", str(args.rate), "--wait-for-subscribers",
+                              str(args.startup_timeout), "--topics", *topics.inputs(),
+                              env=env, log_path=logs / "play.log")
+        if player.wait(timeout=args.startup_timeout + 600) != 0:
+            raise RuntimeError(f"pmt-bag-play failed:\n{read_log(logs / 'play.log')}")
+        time.sleep(args.settle)  # the node's last frames are still in flight
+    finally:
+        for process in (player, recorder, node):
+            if process is not None:
+                stop_process(process)
+    text = read_log(logs / "play.log", tail=100_000)
+    return json.loads(text[text.index("{"):])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pmt_perception.evaluate import build_method, prediction_pairs
+    from pmt_perception.evaluation.figures import write_all_figures
+    from pmt_perception.evaluation.report import write_json_atomic
+    from pmt_perception.ros.bags.evaluation import score_pairs
+    from pmt_perception.ros.bags.reader import read_stereo_frames
+
+    args = build_parser().parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    recorded, played = args.recorded, None
+    if recorded is None:
+        recorded = args.out / "recorded"
+        played = run_live(args, recorded)
+    method, description, class_names, palette = build_method(SimpleNamespace(
+        sgbm=None, checkpoint=args.checkpoint, device=args.device, precision="fp32"))
+    palette = np.asarray(palette, np.uint8)
+    try:
+        live_accumulator, live, scored = score_recording(args.bag, recorded,
+                                                         class_names=class_names)
+    except BagError as error:
+        print(f"closed loop: {error}", file=sys.stderr)
+        return 2
+    wanted = set(scored)
+    # uint8 images, as the node hands them to its Predictor: the same arithmetic, bit for bit.
+    frames = enumerate(read_stereo_frames(args.bag))
+    samples = (frame.sample(i, tensors=False) for i, frame in frames if frame.stamp_ns in wanted)
+    offline_accumulator, offline = score_pairs(prediction_pairs(method, samples, warmup=0),
+                                               class_names=class_names)
+    for name, accumulator, report in (("live", live_accumulator, live),
+                                      ("offline", offline_accumulator, offline)):
+        report["method"] = description
+        write_json_atomic(report, args.out / name / "report.json")
+        if not args.no_figures:
+            write_all_figures(args.out / name, accumulator, palette)
+    result = {"bag": str(args.bag), "recorded": str(recorded), "checkpoint": str(args.checkpoint),
+              "frames_in_bag": live["frames_in_bag"], "frames_scored": live["frames_scored"],
+              "dropped_stamps": live["dropped_stamps"], "player": played,
+              **compare_reports(live, offline, args.tolerance)}
+    write_json_atomic(result, args.out / "closed_loop.json")
+    print(json.dumps({k: result[k] for k in ("frames_in_bag", "frames_scored", "equal")}))
+    return 0 if result["equal"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

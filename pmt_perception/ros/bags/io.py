@@ -1,0 +1,149 @@
+"""Open and create bags with errors that name the bag.
+
+rosbags raises a mix of its own errors, sqlite3 errors, struct / zstd errors and KeyErrors when
+a bag is truncated or corrupt, often without the bag's path. Everything that reads a bag goes
+through :func:`read_messages`, which turns all of them into one :class:`BagError` naming the bag
+and what broke, so a command can print one clear line instead of a traceback.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+__all__ = ["BagError", "STORAGES", "read_messages", "bag_topics", "create_writer", "writing_bag",
+           "typestore"]
+
+STORAGES = ("sqlite3", "mcap")
+
+
+class BagError(RuntimeError):
+    """A bag that cannot be read or written; the message names the bag."""
+
+
+def typestore():
+    """rosbags' message definitions of the ROS distribution the wheels come from."""
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}" if str(error) else text
+
+
+def _open_reader(path: Path):
+    from rosbags.rosbag2 import Reader
+
+    if not path.exists():
+        raise BagError(f"bag {path}: no such file or directory")
+    if not path.is_dir() or not (path / "metadata.yaml").is_file():
+        raise BagError(f"bag {path}: not a ROS 2 bag folder (needs metadata.yaml next to the "
+                       f".db3 / .mcap files)")
+    reader = Reader(path)
+    try:
+        reader.open()
+    except Exception as error:  # noqa: BLE001 - any failure to open is the bag's problem
+        raise BagError(f"bag {path} cannot be opened (truncated or corrupt?): "
+                       f"{_describe(error)}") from error
+    return reader
+
+
+def bag_topics(path: str | os.PathLike) -> dict[str, str]:
+    """{topic: message type} of a bag."""
+    path = Path(path)
+    reader = _open_reader(path)
+    try:
+        return {c.topic: c.msgtype for c in reader.connections}
+    finally:
+        reader.close()
+
+
+def read_messages(path: str | os.PathLike, topics: Iterable[str] | None = None, *,
+                  start_ns: int | None = None) -> Iterator[tuple[str, str, int, bytes]]:
+    """(topic, message type, log time ns, CDR bytes) in log-time order.
+
+    ``topics`` None reads every topic; topics the bag lacks are simply absent.
+    """
+    path = Path(path)
+    reader = _open_reader(path)
+    try:
+        wanted = None if topics is None else set(topics)
+        connections = [c for c in reader.connections if wanted is None or c.topic in wanted]
+        if not connections:
+            return
+        try:
+            for connection, timestamp, data in reader.messages(connections, start=start_ns):
+                yield connection.topic, connection.msgtype, timestamp, data
+        except BagError:
+            raise
+        except Exception as error:  # noqa: BLE001 - see the module docstring
+            raise BagError(f"bag {path} is truncated or corrupt: {_describe(error)}") from error
+    finally:
+        try:
+            reader.close()
+        except Exception:  # noqa: BLE001 - closing a broken bag must not hide the real error
+            pass
+
+
+def create_writer(path: str | os.PathLike, *, storage: str = "sqlite3",
+                  compression: str = "none", overwrite: bool = False):
+    """An opened rosbags Writer at ``path`` (a new folder).
+
+    ``compression``: "none", "file" or "message" (zstd, as rosbag2's --compression-mode).
+    An existing path is refused unless ``overwrite``: a recording is too easy to lose.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.rosbag2.writer import CompressionFormat, CompressionMode
+
+    path = Path(path)
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+    modes = {"none": None, "file": CompressionMode.FILE, "message": CompressionMode.MESSAGE}
+    if compression not in modes:
+        raise ValueError(f"compression must be one of {tuple(modes)}, got {compression!r}")
+    if path.exists():
+        if not overwrite:
+            raise BagError(f"bag {path} exists already; choose another path or pass --overwrite")
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    writer = Writer(path, version=9, storage_plugin=plugin)
+    if modes[compression] is not None:
+        writer.set_compression(modes[compression], CompressionFormat.ZSTD)
+    writer.open()
+    return writer
+
+
+@contextmanager
+def writing_bag(path: str | os.PathLike, *, storage: str = "sqlite3", compression: str = "none",
+                overwrite: bool = False):
+    """A Writer on a hidden folder next to ``path``, renamed to ``path`` once it closed cleanly.
+
+    A bag is a folder, so this is the folder version of atomic_path: a crash or Ctrl-C leaves
+    no half-written bag under the final name (readers would take it for a corrupt one).
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise BagError(f"bag {path} exists already; choose another path or pass --overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging_parent = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    staging = staging_parent / path.name  # rosbags names the storage files after the folder
+    try:
+        writer = create_writer(staging, storage=storage, compression=compression)
+        try:
+            yield writer
+        finally:
+            writer.close()
+        if path.exists():  # overwrite was asked for
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        staging.rename(path)
+    finally:
+        shutil.rmtree(staging_parent, ignore_errors=True)
