@@ -53,6 +53,5 @@ setup(
     maintainer_email="maintainers@pmt-perception.dev",
     description="Joint semantic segmentation, disparity and point clouds from one stereo network (PMT).",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={"console_scripts": [f"{name} = {target}" for name, target in COMMANDS.items()]},
 )

@@ -48,7 +48,8 @@ class PMTNet(nn.Module):
         return (self.backbone, self.spp_f1, self.spp_f2)
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> PMTOutput:
-        self.check_inputs(left, right)
+        if not torch.jit.is_tracing():  # Python-level checks would be frozen into a trace
+            self.check_inputs(left, right)
         left = (left - self.mean) / self.std
         right = (right - self.mean) / self.std
 
