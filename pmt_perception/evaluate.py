@@ -153,6 +153,14 @@ def evaluate(args: argparse.Namespace) -> int:
     report["dataset"] = {"data_config": args.data, "dataset": data_config.dataset,
                          "root": args.data_root or data_config.root, "split": split,
                          "limit": args.limit}
+    return write_outputs(report, accumulator, palette, args=args, description=description,
+                         start=start)
+
+
+def write_outputs(report: dict[str, Any], accumulator: Any, palette: Any, *,
+                  args: argparse.Namespace, description: dict[str, Any], start: float) -> int:
+    """Timing fields, report.json and the figures into args.out, and a summary line; shared
+    by dataset and bag evaluation so both write the same report."""
     report["timing"].update(device=description.get("device", "cpu"),
                             precision=description.get("precision"),
                             torch_threads=torch.get_num_threads(),
@@ -160,7 +168,7 @@ def evaluate(args: argparse.Namespace) -> int:
                             wall_seconds=time.perf_counter() - start)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(report, args.out / "report.json")
-    figures = write_all_figures(args.out, accumulator, palette)
+    figures = write_all_figures(args.out, accumulator, np.asarray(palette, dtype=np.uint8))
     if args.json:
         print(json.dumps(json_safe(report), indent=2))
     else:

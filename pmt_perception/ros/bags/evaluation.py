@@ -9,7 +9,6 @@ absolute disparity change). Frames without ground truth score nothing (seg 255, 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -135,9 +134,7 @@ def evaluate_bag(args: argparse.Namespace) -> int:
     """pmt-evaluate's path for --bag (called from pmt_perception.evaluate)."""
     import torch
 
-    from pmt_perception.evaluate import build_method, prediction_pairs, summary_line
-    from pmt_perception.evaluation.figures import write_all_figures
-    from pmt_perception.evaluation.report import json_safe, write_json_atomic
+    from pmt_perception.evaluate import build_method, prediction_pairs, write_outputs
     from pmt_perception.ros.bags.io import BagError, bag_topics
     from pmt_perception.ros.bags.reader import ReadStatistics, read_stereo_frames
     from pmt_perception.ros.model_source import shipped_checkpoint
@@ -184,17 +181,5 @@ def evaluate_bag(args: argparse.Namespace) -> int:
                          "unpaired_left_images": read.unpaired,
                          "unreadable_sets": [list(entry) for entry in read.unreadable],
                          "limit": args.limit}
-    report["timing"].update(device=description.get("device", "cpu"),
-                            precision=description.get("precision"),
-                            torch_threads=torch.get_num_threads(), warmup_passes=args.warmup,
-                            wall_seconds=time.perf_counter() - start)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(report, args.out / "report.json")
-    figures = write_all_figures(args.out, accumulator, np.asarray(palette, dtype=np.uint8))
-    if args.json:
-        print(json.dumps(json_safe(report), indent=2))
-    else:
-        print(summary_line(report), file=sys.stderr)
-        print(f"wrote {args.out / 'report.json'} and {', '.join(p.name for p in figures)}",
-              file=sys.stderr)
-    return 0
+    return write_outputs(report, accumulator, palette, args=args, description=description,
+                         start=start)
