@@ -108,9 +108,9 @@ def run_graph(options) -> int:
           f"domain {options.domain_id}")
     print(f"model: {describe_model(options.checkpoint)}")
     if options.size == DEFAULT_SIZE:
-        print("size: 256x320, the smallest input the `fast` variant takes unpadded (its SPP "
-              "windows need 256 px); measured on a 2-core CPU at 0.3-0.7 s a frame, i.e. 1.5-3 "
-              "frames/s, so the 10 Hz camera outruns the model and old pairs are dropped")
+        print("size: 256x320, the smallest input the default `fast` variant takes unpadded (its "
+              "SPP windows need 256 px); when the camera outruns the model, old pairs are dropped "
+              "(counted below)")
     sys.stdout.flush()
     workdir = Path(tempfile.mkdtemp(prefix="pmt_demo_"))
     env = dds_environment(domain_id=options.domain_id, log_dir=workdir / "ros_logs")
