@@ -16,6 +16,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..config import from_dict
+
 IGNORE_LABEL = 255
 RawSample = dict[str, Any]
 Transform = Callable[[RawSample], RawSample]
@@ -79,9 +81,20 @@ class StereoDataset(torch.utils.data.Dataset):
     name: str = "base"
     class_names: tuple[str, ...] = ()
     palette: np.ndarray = np.zeros((0, 3), dtype=np.uint8)
+    # Datasets read from a folder: the dataclass of their on-disk layout (the `loader` section
+    # of config/data/<name>.yaml), so one `from_config` builds them all.
+    layout_type: type | None = None
 
     def __init__(self, *, transform: Transform | None = None):
         self.transform = transform
+
+    @classmethod
+    def from_config(cls, root: str | Path, *, split: str, loader: dict[str, Any],
+                    transform: Transform | None = None) -> "StereoDataset":
+        if cls.layout_type is None:
+            raise TypeError(f"{cls.__name__} has no on-disk layout to read from a loader config")
+        layout = from_dict(cls.layout_type, loader, source=f"{cls.name} loader")
+        return cls(root, split=split, layout=layout, transform=transform)
 
     @property
     def num_classes(self) -> int:

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..config import from_dict
 from ..visualize import cityscapes_palette
 from .base import RawSample, StereoDataset, Transform, base_meta, require_same_size
 from .io import decode_disparity_png, read_json, read_png_raw, read_rgb
@@ -71,6 +69,7 @@ class CityscapesLayout:
 
 class CityscapesStereo(StereoDataset):
     name = "cityscapes"
+    layout_type = CityscapesLayout
     class_names = TRAIN_CLASS_NAMES
     palette = cityscapes_palette()
     category_names = CATEGORY_NAMES
@@ -87,12 +86,6 @@ class CityscapesStereo(StereoDataset):
                             for p in left_dir.glob(f"*/*{suffix}"))
         if not self.stems:
             raise FileNotFoundError(f"no *{suffix} images under {left_dir}")
-
-    @classmethod
-    def from_config(cls, root: str | Path, *, split: str, loader: dict[str, Any],
-                    transform: Transform | None = None) -> "CityscapesStereo":
-        layout = from_dict(CityscapesLayout, loader, source="cityscapes loader")
-        return cls(root, split=split, layout=layout, transform=transform)
 
     def __len__(self) -> int:
         return len(self.stems)

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..config import from_dict
 from ..visualize import cityscapes_palette
 from .base import RawSample, StereoDataset, Transform, base_meta, require_same_size
 from .cityscapes import TRAIN_CLASS_NAMES, label_ids_to_train_ids
@@ -52,6 +50,7 @@ def read_kitti_calibration(path: Path) -> tuple[float, float]:
 
 class Kitti2015(StereoDataset):
     name = "kitti2015"
+    layout_type = KittiLayout
     class_names = TRAIN_CLASS_NAMES
     palette = cityscapes_palette()
 
@@ -74,12 +73,6 @@ class Kitti2015(StereoDataset):
             raise FileNotFoundError(f"no *_10.png frames for split {split!r} under {image_dir}")
         self.frames = frames
         self.semantic_root = Path(layout.semantic_root) if layout.semantic_root else self.root
-
-    @classmethod
-    def from_config(cls, root: str | Path, *, split: str, loader: dict[str, Any],
-                    transform: Transform | None = None) -> "Kitti2015":
-        return cls(root, split=split, layout=from_dict(KittiLayout, loader, source="kitti2015 loader"),
-                   transform=transform)
 
     def __len__(self) -> int:
         return len(self.frames)

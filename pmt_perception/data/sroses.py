@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..config import from_dict
 from .base import RawSample, StereoDataset, Transform, base_meta, require_same_size
 from .io import decode_disparity_png, read_pfm, read_png_raw, read_rgb
 
@@ -62,6 +60,7 @@ def read_disparity_file(path: Path, disparity_format: str) -> np.ndarray:
 
 class SRoses(StereoDataset):
     name = "sroses"
+    layout_type = SRosesLayout
     class_names = CLASS_NAMES
     palette = PALETTE
 
@@ -76,12 +75,6 @@ class SRoses(StereoDataset):
         self.names = sorted(p.stem for p in left_dir.glob("*.png"))
         if not self.names:
             raise FileNotFoundError(f"no *.png images under {left_dir}")
-
-    @classmethod
-    def from_config(cls, root: str | Path, *, split: str, loader: dict[str, Any],
-                    transform: Transform | None = None) -> "SRoses":
-        return cls(root, split=split, layout=from_dict(SRosesLayout, loader, source="sroses loader"),
-                   transform=transform)
 
     def __len__(self) -> int:
         return len(self.names)

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..config import from_dict
 from .base import RawSample, StereoDataset, Transform, base_meta, require_same_size
 from .io import read_indexed_png, read_rgb
 
@@ -97,6 +95,7 @@ def read_depth_bin(path: Path, *, height: int, width: int) -> np.ndarray:
 
 class TrimBotGarden(StereoDataset):
     name = "trimbot2020"
+    layout_type = TrimBotLayout
     class_names = CLASS_NAMES
     palette = PALETTE
 
@@ -115,12 +114,6 @@ class TrimBotGarden(StereoDataset):
                     self.samples.append((sequence, left_cam, right_cam, frame))
         if not self.samples:
             raise FileNotFoundError(f"no annotated frames (vcam_*_f*_gtr.png) under {split_dir}")
-
-    @classmethod
-    def from_config(cls, root: str | Path, *, split: str, loader: dict[str, Any],
-                    transform: Transform | None = None) -> "TrimBotGarden":
-        return cls(root, split=split, layout=from_dict(TrimBotLayout, loader, source="trimbot2020 loader"),
-                   transform=transform)
 
     def __len__(self) -> int:
         return len(self.samples)
