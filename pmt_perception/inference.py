@@ -86,6 +86,9 @@ class Predictor:
             f"class_{i}" for i in range(self.config.num_classes)]
         self.palette = np.asarray(palette if palette is not None else self.payload.get(
             "palette", _default_palette(self.config.num_classes)), dtype=np.uint8)
+        # uint8 label -> colour for all 256 ids, built once (the node colours every frame).
+        self._color_table = np.zeros((256, 3), np.uint8)
+        self._color_table[: len(self.palette)] = self.palette[:256]
         self.channels_last = channels_last
         if self.backend == "torch":
             model = model.eval()
@@ -152,9 +155,7 @@ class Predictor:
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """Palette lookup (one fancy index); ids outside the palette become black."""
-        lut = np.zeros((256, 3), np.uint8)
-        lut[: len(self.palette)] = self.palette[:256]
-        return lut[labels]
+        return self._color_table[labels]
 
     # ------------------------------------------------------------------ internals
     def _to_batch(self, image: ImageLike, name: str) -> torch.Tensor:
