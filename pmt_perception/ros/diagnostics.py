@@ -49,17 +49,16 @@ class ProblemLog:
         if kind not in PROBLEM_KINDS:
             raise ValueError(f"unknown problem kind {kind!r}")
         now = time.monotonic()
+        # Warn inside the lock: `snapshot` (the /diagnostics counters) takes it too, so a count
+        # seen there always has its warning already in the log. A log call is short.
         with self._lock:
             self.counts[kind] += 1
-            count = self.counts[kind]
             last = self._last_warning.get(kind)
-            due = last is None or now - last >= self.throttle
-            if due:
+            if last is None or now - last >= self.throttle:
                 self._last_warning[kind] = now
-        if due:
-            repeats = (f"; repeats within {self.throttle:g} s are counted, not logged"
-                       if self.throttle > 0 else "")
-            self._warn(f"{message} [{kind} #{count}{repeats}]")
+                repeats = (f"; repeats within {self.throttle:g} s are counted, not logged"
+                           if self.throttle > 0 else "")
+                self._warn(f"{message} [{kind} #{self.counts[kind]}{repeats}]")
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
