@@ -18,6 +18,8 @@ import torch
 
 # D1 (DESIGN.md §3): an error "bad" if larger than 3 px; KITTI also needs it to exceed 5 % of gt.
 D1_THRESHOLD_PX = 3.0
+# Middlebury's bad-1 / bad-2: shares of errors larger than 1 px / 2 px.
+BAD_THRESHOLDS_PX = (1.0, 2.0)
 KITTI_RELATIVE_THRESHOLD = 0.05
 
 # Cityscapes 19 train ids -> the 7 categories of cityscapesScripts' labels.py (void excluded):
@@ -167,12 +169,13 @@ class DisparityMetrics:
 
     compute() -> epe (mean |err| px), d1 (share of |err| > bad_pixel_threshold px: the paper's
     D1), kitti_d1 (share of |err| > threshold px AND |err| > relative_threshold * gt: KITTI
-    2015's D1-all), rmse (px), abs_rel (mean |err|/gt), sq_rel (mean err^2/gt), num_pixels.
+    2015's D1-all), bad_1 / bad_2 (share of |err| > 1 px / > 2 px, Middlebury's bad-1.0 /
+    bad-2.0), rmse (px), abs_rel (mean |err|/gt), sq_rel (mean err^2/gt), num_pixels.
     A non-finite prediction at a valid pixel counts as an infinite error, so a diverged network
     shows as inf instead of silently passing D1.
     """
 
-    _FIELDS = ("count", "abs", "squared", "abs_rel", "sq_rel", "bad", "kitti_bad")
+    _FIELDS = ("count", "abs", "squared", "abs_rel", "sq_rel", "bad", "kitti_bad", "bad_1", "bad_2")
 
     def __init__(self, *, bad_pixel_threshold: float = D1_THRESHOLD_PX,
                  relative_threshold: float = KITTI_RELATIVE_THRESHOLD) -> None:
@@ -210,6 +213,7 @@ class DisparityMetrics:
             (error ** 2 / gt).sum(),
             bad.sum().to(torch.float64),
             (bad & (error > self.relative_threshold * gt)).sum().to(torch.float64),
+            *((error > threshold).sum().to(torch.float64) for threshold in BAD_THRESHOLDS_PX),
         ])
         self.sums += batch.cpu()
 
@@ -226,6 +230,8 @@ class DisparityMetrics:
             "epe": _ratio(s["abs"], count),
             "d1": _ratio(s["bad"], count),
             "kitti_d1": _ratio(s["kitti_bad"], count),
+            "bad_1": _ratio(s["bad_1"], count),
+            "bad_2": _ratio(s["bad_2"], count),
             "rmse": math.sqrt(s["squared"] / count) if count > 0 else math.nan,
             "abs_rel": _ratio(s["abs_rel"], count),
             "sq_rel": _ratio(s["sq_rel"], count),

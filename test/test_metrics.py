@@ -170,6 +170,9 @@ def test_disparity_metrics_by_hand():
     assert scores["kitti_d1"] == pytest.approx(0.5)
     assert scores["abs_rel"] == pytest.approx((2 / 10 + 4 / 20 + 4 / 4 + 0) / 4)
     assert scores["sq_rel"] == pytest.approx((4 / 10 + 16 / 20 + 16 / 4 + 0) / 4)
+    # Middlebury's bad-1 / bad-2: errors > 1 px (2, 4, 4) and > 2 px (4, 4; 2 is not > 2).
+    assert scores["bad_1"] == pytest.approx(3 / 4)
+    assert scores["bad_2"] == pytest.approx(2 / 4)
 
 
 def test_kitti_d1_needs_the_relative_error_too_and_thresholds_are_configurable():
@@ -212,6 +215,8 @@ def test_disparity_empty_is_nan_and_merge_equals_one_accumulator():
     assert whole.compute()["epe"] == pytest.approx(error.mean())
     assert whole.compute()["rmse"] == pytest.approx(np.sqrt(np.mean(error ** 2)))
     assert whole.compute()["d1"] == pytest.approx(np.mean(error > 3))
+    assert whole.compute()["bad_1"] == pytest.approx(np.mean(error > 1))
+    assert whole.compute()["bad_2"] == pytest.approx(np.mean(error > 2))
     with pytest.raises(ValueError, match="thresholds differ"):
         first.merge(DisparityMetrics(bad_pixel_threshold=1.0))
     with pytest.raises(ValueError, match="shape"):

@@ -1,5 +1,5 @@
-"""Datasets (Cityscapes, KITTI 2015, TrimBot2020 Garden, S-ROSeS, synthetic) and joint stereo
-augmentation, all returning the DESIGN.md §4 sample contract.
+"""Datasets (Cityscapes, KITTI 2015, TrimBot2020 Garden, S-ROSeS, synthetic; Middlebury for
+disparity-only evaluation) and joint stereo augmentation, all returning the DESIGN.md §4 sample contract.
 
 Typical use (train.py / evaluate.py):
 
@@ -21,6 +21,7 @@ from .augment import StereoAugment
 from .base import IGNORE_LABEL, StereoDataset, collate, to_sample
 from .cityscapes import CityscapesStereo
 from .kitti import Kitti2015
+from .middlebury import Middlebury
 from .sampler import ClassUniformSampler, class_presence
 from .settings import AugmentSettings, ClassUniformSettings, DataConfig, load_data_config
 from .sroses import SRoses
@@ -32,6 +33,7 @@ FILE_DATASETS = {
     "kitti2015": Kitti2015,
     "trimbot2020": TrimBotGarden,
     "sroses": SRoses,
+    "middlebury": Middlebury,
 }
 DATASET_NAMES = (*FILE_DATASETS, "synthetic")
 
@@ -75,7 +77,7 @@ def dataset_palette(dataset: StereoDataset) -> np.ndarray:
 
 
 __all__ = ["AugmentSettings", "CityscapesStereo", "ClassUniformSampler", "ClassUniformSettings",
-           "DataConfig", "DATASET_NAMES", "IGNORE_LABEL", "Kitti2015", "SRoses", "StereoAugment",
+           "DataConfig", "DATASET_NAMES", "IGNORE_LABEL", "Kitti2015", "Middlebury", "SRoses", "StereoAugment",
            "StereoDataset", "SyntheticFolder", "SyntheticStereo", "TrimBotGarden", "build_dataset",
            "build_train_sampler", "class_presence", "collate", "dataset_palette", "load_data_config",
            "to_sample"]
