@@ -239,3 +239,67 @@ def test_input_synchronizer_uses_message_filters_when_it_imports(monkeypatch):
     sync.add(0, stamped(0, 42))
     sync.add(1, stamped(1, 42))
     assert recorder.stamps() == [(42, 42)]
+
+
+# ----------------------------------------------------------------------------- real message_filters
+def recorded_input(tmp_path, *, right_offset: float):
+    """(index, msg) in log-time order from a bag pmt-bag-write made, messages as rosbags
+    deserializes them; a few messages are left out, as DDS loss would."""
+    from pmt_perception.ros.bags import writer
+    from pmt_perception.ros.bags.io import read_messages, typestore
+    from pmt_perception.ros.bags.layout import StereoTopics
+
+    bag = tmp_path / "recorded"
+    assert writer.main(["--out", str(bag), "--num", "12", "--size", "64", "64", "--rate", "10",
+                        "--right-stamp-offset", str(right_offset), "--no-ground-truth"]) == 0
+    index_of = {topic: i for i, topic in enumerate(StereoTopics().inputs())}
+    store, stream = typestore(), []
+    for topic, msgtype, _, data in read_messages(bag, list(index_of)):
+        stream.append((index_of[topic], store.deserialize_cdr(data, msgtype)))
+    # Lose frame 3's right image and frame 7's left camera_info.
+    lost = {(RIGHT_IMAGE, 3), (LEFT_INFO, 7)}
+    counts, kept = [0] * 4, []
+    for index, msg in stream:
+        if (index, counts[index]) not in lost:
+            kept.append((index, msg))
+        counts[index] += 1
+    return kept
+
+
+def paired_stamps(stream, *, prefer_message_filters, approximate):
+    sync = InputSynchronizer(input_count=4, queue_size=5, approximate=approximate, slop=0.01,
+                             prefer_message_filters=prefer_message_filters)
+    recorder = Recorder()
+    sync.register_callback(recorder)
+    for index, msg in stream:
+        sync.add(index, msg)
+    return sync.backend, recorder.stamps()
+
+
+@pytest.mark.parametrize("approximate, right_offset", [(False, 0.0), (True, 0.004)])
+def test_message_filters_pairs_the_same_sets_as_the_package_synchronizer(
+        tmp_path, approximate, right_offset):
+    pytest.importorskip("message_filters", reason="message_filters is not installed "
+                                                  "(../shared/ros2_python/install.sh)")
+    stream = recorded_input(tmp_path, right_offset=right_offset)
+    ours = paired_stamps(stream, prefer_message_filters=False, approximate=approximate)
+    theirs = paired_stamps(stream, prefer_message_filters=True, approximate=approximate)
+    assert (ours[0], theirs[0]) == ("pmt_perception", "message_filters")
+    assert len(ours[1]) == 10   # 12 frames, 2 incomplete
+    assert theirs[1] == ours[1]
+
+
+def test_bag_frames_read_with_message_filters(tmp_path):
+    """rosbags' deserialized messages are not rclpy messages: the real message_filters must
+    still pair them (it used to raise 'Must pass a builtin_interfaces.msg.Time object')."""
+    pytest.importorskip("message_filters", reason="message_filters is not installed")
+    from pmt_perception.ros.bags import writer
+    from pmt_perception.ros.bags.reader import read_stereo_frames
+
+    bag = tmp_path / "bag"
+    assert writer.main(["--out", str(bag), "--num", "2", "--size", "64", "64"]) == 0
+    assert InputSynchronizer(input_count=4, queue_size=5, approximate=False).backend \
+        == "message_filters"
+    for approximate in (False, True):
+        frames = list(read_stereo_frames(bag, approximate=approximate))
+        assert len(frames) == 2 and frames[0].seg is not None

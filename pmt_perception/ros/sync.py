@@ -218,6 +218,10 @@ class InputSynchronizer:
                 library.SimpleFilter, library.TimeSynchronizer,
                 library.ApproximateTimeSynchronizer)
         self._inputs = [filter_class() for _ in range(input_count)]
+        # message_filters reads stamps with rclpy's Time.from_msg, which accepts only
+        # builtin_interfaces/Time objects; messages from other sources (rosbags' dataclasses in
+        # bag evaluation) get their stamp re-typed on the way in (same sec / nanosec).
+        self._stamp_type = _builtin_time_type() if library is not None else None
         if approximate:
             self.synchronizer = approx_class(self._inputs, queue_size, slop)
         else:
@@ -227,11 +231,22 @@ class InputSynchronizer:
         """Feed ``msg`` as input ``index`` (0-based, the order of the callback's arguments)."""
         if not 0 <= index < len(self._inputs):
             raise ValueError(f"input index {index} out of range for {len(self._inputs)} inputs")
+        if self._stamp_type is not None:
+            header = getattr(msg, "header", None)
+            stamp = getattr(header, "stamp", None)
+            if stamp is not None and not isinstance(stamp, self._stamp_type):
+                header.stamp = self._stamp_type(sec=int(stamp.sec), nanosec=int(stamp.nanosec))
         self._inputs[index].signalMessage(msg)
 
     def register_callback(self, cb: Callable, *args) -> None:
         """Call ``cb(msg_0, ..., msg_n-1, *args)`` for every synchronized set."""
         self.synchronizer.registerCallback(cb, *args)
+
+
+def _builtin_time_type():
+    from builtin_interfaces.msg import Time
+
+    return Time
 
 
 def _import_message_filters():
