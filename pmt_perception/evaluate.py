@@ -4,11 +4,16 @@
         --data-root runs/data/synth240 --split test --out runs/eval/pmt
     pmt-evaluate --sgbm ros --data synthetic --data-root runs/data/synth240 --split test \
         --out runs/eval/sgbm_ros
+    pmt-evaluate --checkpoint models/pmt_synthetic_fast_r18.pt --sgbm 3way --data middlebury \
+        --data-root ../shared/data/real_stereo/aloe --scale 0.5 --out runs/eval/aloe
 
 Every sample is evaluated at its full input size (the Predictor pads to what the network needs
 and crops back; nothing is cropped away). The output folder gets report.json (both
-segmentation heads, the disparity head, timing), iou_per_class.png, confusion_matrix.png and
-figure8_samples.png. Metrics are fractions (0.93 = 93 %); undefined values are null.
+segmentation heads, the disparity head, timing), iou_per_class.png, confusion_matrix.png,
+figure8_samples.png and error_maps.png. Metrics are fractions (0.93 = 93 %); undefined values
+are null. With --checkpoint and --sgbm together, the network is the report's method and each
+SGBM preset a row of report["comparison"] (and its full scores in report["baselines"]), scored
+on the same samples. Disparity-only data (Middlebury) reports segmentation as absent (null).
 """
 from __future__ import annotations
 
@@ -17,28 +22,33 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
-from pmt_perception.evaluation.figures import write_all_figures
-from pmt_perception.evaluation.report import evaluate_pairs, json_safe, write_json_atomic
+from pmt_perception.baselines import SGBM_PRESETS
+from pmt_perception.evaluation.figures import write_all_figures, write_error_maps
+from pmt_perception.evaluation.report import EvaluationAccumulator, json_safe, write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pmt-evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # Not required: --bag alone uses the shipped model (checked in main).
-    method = parser.add_mutually_exclusive_group()
-    method.add_argument("--checkpoint", type=Path, help="a pmt_perception checkpoint (.pt)")
-    method.add_argument("--sgbm", choices=("ros", "tuned"),
-                        help="OpenCV StereoSGBM baseline instead of a network")
+    parser.add_argument("--checkpoint", type=Path, help="a pmt_perception checkpoint (.pt)")
+    parser.add_argument("--sgbm", action="append", choices=sorted(SGBM_PRESETS), metavar="PRESET",
+                        help="OpenCV StereoSGBM baseline (repeatable; presets: "
+                             f"{', '.join(sorted(SGBM_PRESETS))}); with --checkpoint, extra rows "
+                             "of the same report")
     parser.add_argument("--data", default="synthetic",
                         help="data config: a name under config/data/ or a YAML path")
     parser.add_argument("--data-root", default=None, help="dataset folder (overrides the config's root)")
     parser.add_argument("--split", default=None, help="split to evaluate (default: the config's val_split)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="evaluation scale of datasets whose loader has one (middlebury): "
+                             "images area-resized, GT nearest-resized and multiplied")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
@@ -56,11 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_dataset(data: str, root: Optional[str], split: Optional[str]):
+def load_dataset(data: str, root: Optional[str], split: Optional[str],
+                 scale: Optional[float] = None):
     from pmt_perception.data import build_dataset, load_data_config
 
     overrides = {"root": root} if root is not None else {}
     config = load_data_config(data, **overrides)
+    if scale is not None:
+        if "scale" not in config.loader:
+            raise SystemExit(f"pmt-evaluate: --scale: the {config.dataset} loader has no "
+                             "evaluation scale (middlebury has)")
+        config = load_data_config(data, **overrides, loader={**config.loader, "scale": scale})
     split = split or config.val_split
     return build_dataset(config, split=split, augment=False), config, split
 
@@ -78,12 +94,10 @@ def iterate_samples(dataset, *, limit: Optional[int], workers: int) -> Iterator[
 
 
 def build_method(args: argparse.Namespace):
-    """(object with predict(left, right), description dict, class names or None, palette)."""
-    if args.sgbm:
-        from pmt_perception.baselines import SGBMBaseline
-
-        baseline = SGBMBaseline(args.sgbm)
-        return baseline, {**baseline.describe(), "preset": args.sgbm}, None, None
+    """(object with predict(left, right), description dict, class names or None, palette): the
+    network of --checkpoint, else the first --sgbm preset."""
+    if args.checkpoint is None and args.sgbm:
+        return build_sgbm(args.sgbm if isinstance(args.sgbm, str) else args.sgbm[0])
     from pmt_perception.inference import Predictor
     from pmt_perception.network import count_parameters
 
@@ -97,19 +111,33 @@ def build_method(args: argparse.Namespace):
     return predictor, description, list(predictor.class_names), predictor.palette
 
 
-def prediction_pairs(method: Any, samples: Iterator[dict[str, Any]], *,
-                     warmup: int) -> Iterator[tuple[dict[str, Any], Any]]:
+def build_sgbm(preset: str):
+    from pmt_perception.baselines import SGBMBaseline
+
+    baseline = SGBMBaseline(preset)
+    return baseline, {**baseline.describe(), "preset": preset}, None, None
+
+
+def method_name(description: dict[str, Any]) -> str:
+    return f"sgbm_{description['preset']}" if "preset" in description else description["method"]
+
+
+def predict_sample(method: Any, sample: dict[str, Any], *, warmup: int = 0) -> Any:
+    """One prediction of `method` on `sample` (after `warmup` untimed passes: the first passes
+    allocate and pick kernels)."""
     from pmt_perception.inference import Predictor
 
+    for _ in range(warmup):
+        method.predict(sample["left"], sample["right"])
+    if isinstance(method, Predictor):
+        return method.predict(sample["left"], sample["right"], extras=True)
+    return method.predict(sample["left"], sample["right"])
+
+
+def prediction_pairs(method: Any, samples: Iterator[dict[str, Any]], *,
+                     warmup: int) -> Iterator[tuple[dict[str, Any], Any]]:
     for index, sample in enumerate(samples):
-        if index == 0 and warmup > 0:
-            for _ in range(warmup):  # first passes allocate and pick kernels: not timed
-                method.predict(sample["left"], sample["right"])
-        if isinstance(method, Predictor):
-            prediction = method.predict(sample["left"], sample["right"], extras=True)
-        else:
-            prediction = method.predict(sample["left"], sample["right"])
-        yield sample, prediction
+        yield sample, predict_sample(method, sample, warmup=warmup if index == 0 else 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,48 +162,108 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    dataset, data_config, split = load_dataset(args.data, args.data_root, args.split)
+    dataset, data_config, split = load_dataset(args.data, args.data_root, args.split, args.scale)
     if len(dataset) == 0:
         raise SystemExit(f"pmt-evaluate: split {split!r} of {args.data} is empty")
-    method, description, class_names, palette = build_method(args)
+    methods = [build_method(args)]
+    if args.checkpoint is not None:
+        methods += [build_sgbm(preset) for preset in args.sgbm or ()]
+    elif args.sgbm:
+        methods += [build_sgbm(preset) for preset in args.sgbm[1:]]
     dataset_classes = list(dataset.class_names)
-    if class_names is not None and class_names != dataset_classes:
+    _method, description, class_names, palette = methods[0]
+    if dataset_classes and class_names is not None and class_names != dataset_classes:
         raise SystemExit(f"pmt-evaluate: the checkpoint's classes {class_names} differ from "
                          f"the dataset's {dataset_classes}")
+    # Disparity-only data (no classes): a network's own classes keep its labels for the figure.
+    classes = dataset_classes or list(class_names or [])
     palette = np.asarray(palette if palette is not None else dataset.palette, dtype=np.uint8)
     start = time.perf_counter()
-    pairs = prediction_pairs(method, iterate_samples(dataset, limit=args.limit,
-                                                     workers=args.workers), warmup=args.warmup)
-    accumulator = evaluate_pairs(pairs, num_classes=len(dataset_classes),
-                                 class_names=dataset_classes, figure_samples=args.figure_samples)
+    accumulators = [EvaluationAccumulator(num_classes=len(classes), class_names=classes,
+                                          figure_samples=args.figure_samples) for _ in methods]
+    samples = iterate_samples(dataset, limit=args.limit, workers=args.workers)
+    for index, sample in enumerate(samples):   # every method on the same decoded sample
+        for (method, *_rest), accumulator in zip(methods, accumulators):
+            warmup = args.warmup if index == 0 else 0
+            accumulator.add(sample, predict_sample(method, sample, warmup=warmup))
+    accumulator = accumulators[0]
     report = accumulator.report()
     report["method"] = description
     report["dataset"] = {"data_config": args.data, "dataset": data_config.dataset,
                          "root": args.data_root or data_config.root, "split": split,
-                         "limit": args.limit}
+                         "limit": args.limit, "scale": args.scale}
+    baselines = [(method_name(desc), other, desc)
+                 for (_m, desc, _c, _p), other in zip(methods[1:], accumulators[1:])]
     return write_outputs(report, accumulator, palette, args=args, description=description,
-                         start=start)
+                         start=start, baselines=baselines)
 
 
 def write_outputs(report: dict[str, Any], accumulator: Any, palette: Any, *,
-                  args: argparse.Namespace, description: dict[str, Any], start: float) -> int:
-    """Timing fields, report.json and the figures into args.out, and a summary line; shared
-    by dataset and bag evaluation so both write the same report."""
+                  args: argparse.Namespace, description: dict[str, Any], start: float,
+                  baselines: Sequence[tuple[str, Any, dict[str, Any]]] = ()) -> int:
+    """Timing fields, the comparison rows, report.json and the figures into args.out, and a
+    summary; shared by dataset and bag evaluation so both write the same report. `baselines`:
+    (name, accumulator, description) of further methods scored on the same samples."""
     report["timing"].update(device=description.get("device", "cpu"),
                             precision=description.get("precision"),
                             torch_threads=torch.get_num_threads(),
                             warmup_passes=args.warmup,
                             wall_seconds=time.perf_counter() - start)
+    others = {}
+    for name, other, other_description in baselines:
+        scores = other.report()
+        others[name] = {"method": other_description, "segmentation": scores["segmentation"],
+                        "disparity": scores["disparity"], "timing": scores["timing"]}
+    if others:
+        report["baselines"] = others
+    report["comparison"] = [comparison_row(method_name(description), report),
+                            *(comparison_row(name, scores) for name, scores in others.items())]
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(report, args.out / "report.json")
     figures = write_all_figures(args.out, accumulator, np.asarray(palette, dtype=np.uint8))
+    if accumulator.figure_rows:
+        rows = [(method_name(description), accumulator.figure_rows),
+                *((name, other.figure_rows) for name, other, _d in baselines)]
+        figures.append(write_error_maps(args.out / "error_maps.png", rows))
     if args.json:
         print(json.dumps(json_safe(report), indent=2))
     else:
         print(summary_line(report), file=sys.stderr)
+        if others:
+            print(comparison_table(report["comparison"]), file=sys.stderr)
         print(f"wrote {args.out / 'report.json'} and {', '.join(p.name for p in figures)}",
               file=sys.stderr)
     return 0
+
+
+def comparison_row(name: str, scores: dict[str, Any]) -> dict[str, Any]:
+    """One method's headline numbers; refined_miou None when segmentation is not scored."""
+    disparity, refined = scores["disparity"], scores["segmentation"]["refined"]
+    return {"method": name,
+            **{key: disparity[key] for key in ("d1", "epe", "bad_1", "bad_2", "kitti_d1",
+                                               "num_pixels")},
+            "refined_miou": refined["miou"] if refined is not None else None,
+            "model_ms": scores["timing"]["model_ms"]["mean"]}
+
+
+def _percent(value: Optional[float]) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{100 * value:.2f} %"
+
+
+def comparison_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The comparison rows as a fixed-width text table (absent values: "-")."""
+    header = ("method", "D1 >3px", "EPE px", "bad-1", "bad-2", "refined mIoU", "model ms")
+    lines = [header]
+    for row in rows:
+        epe, model_ms = row["epe"], row["model_ms"]
+        lines.append((row["method"], _percent(row["d1"]),
+                      "-" if epe is None or not np.isfinite(epe) else f"{epe:.3f}",
+                      _percent(row["bad_1"]), _percent(row["bad_2"]),
+                      _percent(row["refined_miou"]),
+                      "-" if model_ms is None else f"{model_ms:.1f}"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+                     for line in lines)
 
 
 def summary_line(report: dict[str, Any]) -> str:
@@ -183,10 +271,15 @@ def summary_line(report: dict[str, Any]) -> str:
     for head in ("refined", "coarse"):
         scores = report["segmentation"][head]
         if scores is not None:
-            parts.append(f"{head} mIoU {100 * scores['miou']:.2f} %")
+            parts.append(f"{head} mIoU {_percent(scores['miou'])}")
+    if not report.get("segmentation_ground_truth", True):
+        parts.append("mIoU - (no label ground truth)")
     disparity = report["disparity"]
-    parts.append(f"D1 {100 * disparity['d1']:.2f} %")
+    parts.append(f"D1 {_percent(disparity['d1'])}")
     parts.append(f"EPE {disparity['epe']:.3f} px")
+    for key, name in (("bad_1", "bad-1"), ("bad_2", "bad-2")):
+        if key in disparity:
+            parts.append(f"{name} {_percent(disparity[key])}")
     model_ms = report["timing"]["model_ms"]["mean"]
     if model_ms is not None:
         parts.append(f"model {model_ms:.1f} ms/pair")

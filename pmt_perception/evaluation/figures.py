@@ -1,6 +1,6 @@
 """Figures a person looks at after an evaluation: per-class IoU bars, the confusion matrix, and
 the paper's Figure 8 panel (inputs, GT / predicted disparity, error map, GT / predicted
-segmentation) for the first few samples. Matplotlib with the Agg backend (no display needed);
+segmentation) for the first few samples, and the error maps of several methods side by side. Matplotlib with the Agg backend (no display needed);
 every file is written to a temp name and renamed, so a viewer never opens half a PNG.
 """
 from __future__ import annotations
@@ -88,13 +88,14 @@ def confusion_matrix_figure(path: Path, confusion: Any, class_names: Sequence[st
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     return _save_figure(figure, path)
 
-def figure8_rows(rows: Sequence[dict[str, Any]], palette: np.ndarray) -> list[list[np.ndarray]]:
-    """Tiles of the paper's Figure 8 for each kept sample (see FIGURE8_TITLES)."""
+def figure8_rows(rows: Sequence[dict[str, Any]], palette: np.ndarray, *,
+                 gt_seg: bool = True, pred_seg: bool = True) -> list[list[np.ndarray]]:
+    """Tiles of the paper's Figure 8 for each kept sample (see FIGURE8_TITLES); the GT / predicted
+    segmentation tiles are left out when there is no label ground truth / no predicted labels."""
     tiles = []
     for row in rows:
         gt, pred = row["disparity"], row["pred_disparity"]
-        valid = np.isfinite(gt) & (gt > 0)
-        max_disp = float(gt[valid].max()) if valid.any() else max(float(np.nanmax(pred)), 1.0)
+        max_disp = _max_disparity(gt, pred)
         height, width = gt.shape
         blank = np.full((height, width, 3), 255, np.uint8)
         labels = row.get("pred_labels")
@@ -104,22 +105,57 @@ def figure8_rows(rows: Sequence[dict[str, Any]], palette: np.ndarray) -> list[li
             colorize_disparity(gt, max_disp),
             colorize_disparity(np.nan_to_num(pred, nan=0.0), max_disp),
             disparity_error_map(pred, gt),
-            colorize_labels(row["seg"], palette),
-            colorize_labels(labels, palette) if labels is not None else blank,
+            *([colorize_labels(row["seg"], palette)] if gt_seg else []),
+            *([colorize_labels(labels, palette) if labels is not None else blank]
+              if pred_seg else []),
         ])
     return tiles
 
-def write_figure8(path: Path, rows: Sequence[dict[str, Any]], palette: np.ndarray) -> Path:
-    sheet = contact_sheet(figure8_rows(rows, palette), FIGURE8_TITLES,
+def _max_disparity(gt: np.ndarray, pred: np.ndarray) -> float:
+    """One colour scale for GT and prediction: the GT's maximum (the prediction's without GT)."""
+    valid = np.isfinite(gt) & (gt > 0)
+    return float(gt[valid].max()) if valid.any() else max(float(np.nanmax(pred)), 1.0)
+
+def write_figure8(path: Path, rows: Sequence[dict[str, Any]], palette: np.ndarray, *,
+                  gt_seg: bool = True, pred_seg: bool = True) -> Path:
+    titles = FIGURE8_TITLES[:5] + (["GT seg"] if gt_seg else []) + (["pred seg"] if pred_seg else [])
+    sheet = contact_sheet(figure8_rows(rows, palette, gt_seg=gt_seg, pred_seg=pred_seg), titles,
                           tile_width=min(360, rows[0]["disparity"].shape[1]))
     write_png_rgb(path, sheet)
     return Path(path)
 
+def write_error_maps(path: Path, methods: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Path:
+    """Every method side by side on the same samples: left, GT disparity, then each method's
+    disparity and its error map (blue < 3 px, green < 6 px, red >= 6 px, black: no GT).
+    `methods`: (name, figure rows) pairs whose rows are the same samples in the same order."""
+    if not methods or not methods[0][1]:
+        raise ValueError("write_error_maps needs at least one method with figure rows")
+    count = min(len(rows) for _name, rows in methods)
+    titles = ["left", "GT disparity"]
+    for name, _rows in methods:
+        titles += [f"{name} disparity", f"{name} error <3/<6/>=6 px"]
+    tiles = []
+    for index in range(count):
+        first = methods[0][1][index]
+        gt = first["disparity"]
+        max_disp = _max_disparity(gt, first["pred_disparity"])
+        left = first.get("left")
+        row = [left if left is not None else np.full((*gt.shape, 3), 255, np.uint8),
+               colorize_disparity(gt, max_disp)]
+        for _name, rows in methods:
+            pred = rows[index]["pred_disparity"]
+            row += [colorize_disparity(np.nan_to_num(pred, nan=0.0), max_disp),
+                    disparity_error_map(pred, gt)]
+        tiles.append(row)
+    write_png_rgb(path, contact_sheet(tiles, titles, tile_width=min(480, gt.shape[1])))
+    return Path(path)
+
 def write_all_figures(out_dir: Path, accumulator: Any, palette: np.ndarray) -> list[Path]:
-    """Every figure an evaluation makes; segmentation figures only when the method segments."""
+    """Every figure an evaluation makes; segmentation figures only when segmentation is scored
+    (the method segments and the data has labels)."""
     out_dir = Path(out_dir)
     written = []
-    if accumulator.has_labels:
+    if accumulator.scores_segmentation:
         refined = accumulator.refined.compute()["iou_per_class"]
         coarse = accumulator.coarse.compute()["iou_per_class"] if accumulator.has_coarse else None
         written.append(iou_bar_chart(out_dir / "iou_per_class.png", accumulator.class_names,
@@ -128,6 +164,8 @@ def write_all_figures(out_dir: Path, accumulator: Any, palette: np.ndarray) -> l
                                                accumulator.refined.confusion.numpy(),
                                                accumulator.class_names))
     if accumulator.figure_rows:
+        gt_seg = accumulator.has_label_ground_truth
         written.append(write_figure8(out_dir / "figure8_samples.png", accumulator.figure_rows,
-                                     palette))
+                                     palette, gt_seg=gt_seg,
+                                     pred_seg=gt_seg or accumulator.has_labels))
     return written

@@ -6,6 +6,10 @@ the data contract's dict (`seg` HxW, `disparity` HxW, 0 = no ground truth, optio
 `right` for figures); a prediction is anything with `disparity` (HxW px) and optional `labels`
 (refined head), `coarse_labels`, `raw_disparity` (NaN = no estimate; methods with holes) and
 `timings` (seconds: pre, model, post).
+
+Disparity-only data (Middlebury, bags without label topics: seg all 255) and methods without
+segmentation (SGBM) are first-class: segmentation is then reported as absent (None -> null in
+JSON, "-" in summaries), never as a score of 0; `num_classes=0` turns segmentation off.
 """
 from __future__ import annotations
 
@@ -57,8 +61,13 @@ class EvaluationAccumulator:
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.class_names = list(class_names)
-        self.refined = SegmentationMetrics(num_classes, ignore_index=ignore_index)
-        self.coarse = SegmentationMetrics(num_classes, ignore_index=ignore_index)
+        self.ignore_index = ignore_index
+        # num_classes 0: nothing to segment (an SGBM run on disparity-only data).
+        self.refined = (SegmentationMetrics(num_classes, ignore_index=ignore_index)
+                        if num_classes else None)
+        self.coarse = (SegmentationMetrics(num_classes, ignore_index=ignore_index)
+                       if num_classes else None)
+        self.labelled_pixels = 0                  # ground-truth pixels with a class (not ignore)
         self.disparity = DisparityMetrics()
         self.raw_disparity = DisparityMetrics()   # only pixels where the method gave an estimate
         self.raw_counts = [0, 0]                  # estimated & valid GT, valid GT
@@ -77,12 +86,13 @@ class EvaluationAccumulator:
             raise ValueError(f"prediction of {predicted.shape} for a sample of "
                              f"{gt_disparity.shape}: evaluation is at full input size, no crops")
         self.sizes.add(tuple(gt_disparity.shape))
+        self.labelled_pixels += int((seg != self.ignore_index).sum())
         labels = _numpy(getattr(prediction, "labels", None))
-        if labels is not None:
+        if labels is not None and self.refined is not None:
             self.refined.update(labels.astype(np.int64), seg)
             self.has_labels = True
         coarse = _numpy(getattr(prediction, "coarse_labels", None))
-        if coarse is not None:
+        if coarse is not None and self.coarse is not None:
             self.coarse.update(coarse.astype(np.int64), seg)
             self.has_coarse = True
         self.disparity.update(predicted, gt_disparity)
@@ -105,6 +115,15 @@ class EvaluationAccumulator:
         self.count += 1
 
     # ------------------------------------------------------------------ report
+    @property
+    def has_label_ground_truth(self) -> bool:
+        return self.labelled_pixels > 0
+
+    @property
+    def scores_segmentation(self) -> bool:
+        """Segmentation is scored: the method segments and some pixel has a class in the GT."""
+        return self.has_labels and self.has_label_ground_truth
+
     def _segmentation(self, metrics: SegmentationMetrics) -> dict[str, Any]:
         scores = metrics.compute()
         scores["iou_per_class"] = dict(zip(self.class_names, scores["iou_per_class"]))
@@ -132,9 +151,11 @@ class EvaluationAccumulator:
             "image_sizes": sorted([list(s) for s in self.sizes]),
             "class_names": self.class_names,
             "segmentation": {
-                "refined": self._segmentation(self.refined) if self.has_labels else None,
-                "coarse": self._segmentation(self.coarse) if self.has_coarse else None,
+                "refined": self._segmentation(self.refined) if self.scores_segmentation else None,
+                "coarse": (self._segmentation(self.coarse)
+                           if self.has_coarse and self.has_label_ground_truth else None),
             },
+            "segmentation_ground_truth": self.has_label_ground_truth,
             "disparity": disparity,
             "timing": self.timing_report(),
         }
