@@ -52,7 +52,9 @@ def test_folder_reads_back_what_the_generator_makes(written):
         # 16-bit PNG at 1/256 px steps: within half a step of the float ground truth.
         np.testing.assert_allclose(stored["disparity"], fresh["disparity"], atol=0.5 / 256 + 1e-6)
         assert stored["meta"]["fx"] == pytest.approx(fresh["meta"]["fx"])
-        assert stored["meta"]["baseline"] == pytest.approx(0.12)
+        assert stored["meta"]["baseline"] == pytest.approx(fresh["meta"]["baseline"])
+        low, high = settings.camera.baseline_m  # drawn per scene
+        assert low <= stored["meta"]["baseline"] <= high
 
 
 def test_build_dataset_reads_a_split_folder_and_returns_the_sample_contract(written):

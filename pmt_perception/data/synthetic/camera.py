@@ -26,12 +26,26 @@ class StereoRig:
     baseline: float
 
     @classmethod
-    def from_settings(cls, settings: CameraSettings, *, size: tuple[int, int]) -> "StereoRig":
+    def sample(cls, rng: np.random.Generator, settings: CameraSettings, *,
+               size: tuple[int, int]) -> "StereoRig":
+        """A rig with focal length and baseline drawn from the settings' ranges. The draws do not
+        depend on `size`, so a seed gives the same rig (fx proportional to W) at every size."""
+        focal_per_width = float(rng.uniform(*settings.focal_per_width))
+        baseline = float(rng.uniform(*settings.baseline_m))
+        return cls.build(focal_per_width=focal_per_width, baseline=baseline, size=size,
+                         cx_fraction=settings.cx_fraction, cy_fraction=settings.cy_fraction)
+
+    @classmethod
+    def build(cls, *, focal_per_width: float, baseline: float, size: tuple[int, int],
+              cx_fraction: float = 0.5, cy_fraction: float = 0.5) -> "StereoRig":
         height, width = check_size(size)
-        focal = settings.focal_per_width * width
+        focal = focal_per_width * width
         return cls(height=height, width=width, fx=focal, fy=focal,
-                   cx=settings.cx_fraction * (width - 1), cy=settings.cy_fraction * (height - 1),
-                   baseline=settings.baseline_m)
+                   cx=cx_fraction * (width - 1), cy=cy_fraction * (height - 1), baseline=baseline)
+
+    @property
+    def focal_per_width(self) -> float:
+        return self.fx / self.width
 
     @property
     def ray_dx(self) -> np.ndarray:

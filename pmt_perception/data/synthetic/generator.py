@@ -7,6 +7,7 @@ import numpy as np
 
 from .camera import StereoRig
 from .classes import CLASS_NAMES
+from .photo_cache import open_library
 from .photometric import CameraResponse
 from .render import RenderedView, render_view
 from .scene import Scene, sample_scene
@@ -66,7 +67,8 @@ def scene_rng(seed: Seed) -> np.random.Generator:
 
 def render_pair(scene: Scene, rig: StereoRig, response: CameraResponse, *, seed: Seed,
                 noise_rng: np.random.Generator | None) -> SyntheticPair:
-    """Render a given scene from both eyes and develop both images with one camera response."""
+    """Render a given scene from both eyes and develop both images with one camera response
+    (the right view with its own gain and gamma ratios, see photometric.py)."""
     left: RenderedView = render_view(scene, rig, "left")
     right: RenderedView = render_view(scene, rig, "right")
     if (left.primitive < 0).any() or (right.primitive < 0).any():
@@ -76,8 +78,8 @@ def render_pair(scene: Scene, rig: StereoRig, response: CameraResponse, *, seed:
     if noise_rng is not None:
         noise_left, noise_right = noise_rng.spawn(2)
     return SyntheticPair(
-        left=response.develop(left.radiance, noise_left),
-        right=response.develop(right.radiance, noise_right),
+        left=response.develop(left.radiance, noise_left, view="left"),
+        right=response.develop(right.radiance, noise_right, view="right"),
         disparity=rig.disparity_from_depth(left.depth),
         labels=class_of[left.primitive],
         depth_left=left.depth, depth_right=right.depth,
@@ -89,14 +91,16 @@ def generate_pair(settings: GeneratorSettings, *, seed: Seed, size: tuple[int, i
                   noise: bool = True) -> SyntheticPair:
     """A random scene for `seed` rendered at `size` (H, W; default settings.size).
 
-    Deterministic: the same settings, seed and size give the same pair, bit for bit. `noise=False`
-    leaves out sensor noise (tests of photometric consistency use it).
+    Deterministic: the same settings, seed, size and photo cache give the same pair, bit for bit.
+    `noise=False` leaves out sensor noise (tests of photometric consistency use it). Photo
+    textures come from `settings.textures.photo_dir` when it holds photos (photo_cache.py);
+    the layout and ground truth of a seed do not depend on whether it does.
     """
     size = check_size(size or settings.size)
-    rig = StereoRig.from_settings(settings.camera, size=size)
     rng = scene_rng(seed)
-    layout_rng, response_rng, noise_rng = rng.spawn(3)
-    scene = sample_scene(layout_rng, settings, rig)
+    layout_rng, response_rng, noise_rng, camera_rng = rng.spawn(4)
+    rig = StereoRig.sample(camera_rng, settings.camera, size=size)
+    scene = sample_scene(layout_rng, settings, rig, open_library(settings.textures.photo_dir))
     response = CameraResponse.sample(response_rng, settings.photometric,
                                      width_scale=size[1] / settings.scene.reference_width)
     return render_pair(scene, rig, response, seed=seed, noise_rng=noise_rng if noise else None)

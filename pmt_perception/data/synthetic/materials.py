@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .photo_cache import PhotoLibrary
+from .photos import photo_texture
+from .settings import TextureSettings
 from .textures import (Material, TextureLayer, bricks, checker, fractal_noise, hsv_colour, stripes,
                        tint, two_colour)
 
@@ -137,18 +140,25 @@ def cylinder(rng: np.random.Generator, size: int, *, texture_poor: bool) -> Mate
     return Material(layers=[_layer(tint(pattern, colour, 1.0), size / rng.uniform(0.5, 1.5))])
 
 
+def _leaf_colour(rng: np.random.Generator) -> np.ndarray:
+    return hsv_colour(rng.uniform(0.17, 0.33), rng.uniform(0.5, 0.9), rng.uniform(0.45, 0.75))
+
+
+def _leaf_coverage(rng: np.random.Generator, size: int, period: float) -> TextureLayer:
+    coverage = fractal_noise(rng, size, beta=1.2, low=6) + rng.uniform(-0.1, 0.5)  # > 0 is leaf
+    return _layer((coverage > 0).astype(np.float32)[..., None], size / period)
+
+
 def vegetation(rng: np.random.Generator, size: int, *, texture_poor: bool) -> Material:
     """Leafy blotches with holes: the ragged, see-through border of a bush."""
-    light = hsv_colour(rng.uniform(0.17, 0.33), rng.uniform(0.5, 0.9), rng.uniform(0.45, 0.75))
+    light = _leaf_colour(rng)
     dark = light * rng.uniform(0.2, 0.45)
     leaves = fractal_noise(rng, size, beta=1.0, low=6)
     image = two_colour(0.5 + 0.35 * leaves, dark, light)
     if texture_poor:
         image = two_colour(0.5 + POOR_CONTRAST * leaves, dark, light)
-    coverage = fractal_noise(rng, size, beta=1.2, low=6) + rng.uniform(-0.1, 0.5)  # > 0 is leaf
-    alpha = (coverage > 0).astype(np.float32)[..., None]
     period = rng.uniform(0.25, 0.6)
-    return Material(layers=[_layer(image, size / period)], alpha=_layer(alpha, size / period))
+    return Material(layers=[_layer(image, size / period)], alpha=_leaf_coverage(rng, size, period))
 
 
 def pole(rng: np.random.Generator, size: int, *, texture_poor: bool) -> Material:
@@ -164,6 +174,26 @@ def pole(rng: np.random.Generator, size: int, *, texture_poor: bool) -> Material
 
 RECIPES = {"sky": sky, "ground": ground, "wall": wall, "box": box, "sphere": sphere, "cylinder": cylinder,
            "vegetation": vegetation, "pole": pole}
+
+
+# Metres covered by one photo tile, per class (a photo's own scale is unknown: any is plausible).
+PHOTO_PERIOD_M = {"ground": (1.0, 5.0), "wall": (1.0, 6.0), "box": (0.3, 1.5), "sphere": (0.3, 1.5),
+                  "cylinder": (0.4, 2.0), "vegetation": (0.25, 0.8), "pole": (0.2, 1.0)}
+
+
+def photo_material(class_name: str, rng: np.random.Generator, library: PhotoLibrary, *, size: int,
+                   settings: TextureSettings) -> Material:
+    """A material from a crop of a real photograph (photos.py); vegetation keeps its leaf holes
+    and a green tint, the ground a macro brightness layer like its procedural recipes."""
+    if class_name not in PHOTO_PERIOD_M:
+        raise ValueError(f"no photo material for class {class_name!r}; known: {sorted(PHOTO_PERIOD_M)}")
+    tint = _leaf_colour(rng) if class_name == "vegetation" else None
+    period = rng.uniform(*PHOTO_PERIOD_M[class_name])
+    layers = [_layer(photo_texture(rng, library, size, settings, tint), size / period)]
+    if class_name == "ground":
+        layers.append(_macro(rng, size, strength=0.15, period_m=rng.uniform(8.0, 20.0)))
+    alpha = _leaf_coverage(rng, size, period) if class_name == "vegetation" else None
+    return Material(layers=layers, alpha=alpha)
 
 
 def make_material(class_name: str, rng: np.random.Generator, *, size: int, texture_poor: bool) -> Material:

@@ -3,7 +3,8 @@
 Pass 1 (visibility): every primitive intersects the rays of its own screen rectangle and writes
 its depth and index where it is nearer than what the z-buffer holds. Pass 2 (shading): for each
 primitive, the pixels it won are turned back into 3-D points (eye + t * ray), and the material is
-looked up at the points' surface coordinates and lit (Lambert sun + sky ambient). Rendering the
+looked up at the points' surface coordinates and lit (Lambert sun + sky ambient, plus a
+Blinn-Phong sun highlight on shiny materials, which depends on the eye). Rendering the
 right view means running both passes again from the right eye, so occlusion and disocclusion are
 those of the geometry, not of a warped image.
 """
@@ -103,8 +104,24 @@ def shade(scene: Scene, rig: StereoRig, eye_x: float, depth: np.ndarray, index: 
             # the self-shadowing of foliage, which also makes the holes readable).
             light[side < 0] *= np.float32(0.4)
         albedo *= light
+        if material.specular > 0:
+            albedo += _highlight(material, side[:, None] * normals, dxs, dys, sun)[:, None] * scene.sun_colour
         radiance[flat] = albedo
     return radiance.reshape(rig.height, width, 3)
+
+
+def _highlight(material, normals: np.ndarray, dxs: np.ndarray, dys: np.ndarray,
+               sun: np.ndarray) -> np.ndarray:
+    """Blinn-Phong: specular * (n . h)^shininess, h halfway between the sun and the eye, for
+    normals (N, 3) facing the eye; zero where the sun is behind the surface. (N,) float32."""
+    to_eye = np.stack([-dxs, -dys, np.full_like(dxs, -1.0)], axis=1)
+    to_eye /= np.linalg.norm(to_eye, axis=1, keepdims=True)
+    half = to_eye + sun[None, :]
+    half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), np.float32(1e-6))
+    cos_half = np.maximum((normals * half).sum(axis=1), 0.0)
+    lit = (normals @ sun) > 0
+    return np.where(lit, np.float32(material.specular) * cos_half ** np.float32(material.shininess),
+                    np.float32(0.0)).astype(np.float32)
 
 
 def _albedo(material, surface, footprint: np.ndarray) -> np.ndarray:

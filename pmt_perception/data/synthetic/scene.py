@@ -1,10 +1,13 @@
 """Random scenes: a camera above a ground plane, a far backdrop, and objects standing on the ground.
 
 Layout is metric and drawn independently of the image size (disparity ranges are converted to
-depths with the reference-width focal length), so a seed gives the same scene at every size with
-the same aspect ratio. Objects are placed by disparity, log-uniformly in
-`scene.object_disparity_px`, so every octave of depth is equally represented; a hard near limit
-(`scene.max_disparity_px`) keeps every surface's disparity in range.
+depths with the reference-width focal length of the scene's rig), so a seed gives the same scene
+at every size with the same aspect ratio. Objects are placed by disparity, log-uniformly in
+`scene.object_disparity_px` (its upper end narrowed per scene by `disparity_range_scale`), so
+every octave of depth is equally represented; a hard near limit (`scene.max_disparity_px`) keeps
+every surface's disparity in range. Small "floaters" hang in front of the scene at any rotation.
+Materials draw from their own random stream, so the layout (and so the ground truth) of a seed
+is the same whether or not photo textures are available.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ import numpy as np
 from .camera import StereoRig
 from .classes import CLASS_ID
 from .geometry import Box, Cylinder, Plane, Sphere
-from .materials import make_material
+from .materials import make_material, photo_material
+from .photo_cache import PhotoLibrary
 from .settings import GeneratorSettings
 from .textures import Material, hsv_colour
 
@@ -40,11 +44,14 @@ class _Placer:
     def __init__(self, rng: np.random.Generator, settings: GeneratorSettings, rig: StereoRig):
         self.rng = rng
         self.scene = settings.scene
-        reference_fx = settings.camera.focal_per_width * self.scene.reference_width
+        reference_fx = rig.focal_per_width * self.scene.reference_width
         self.fb = reference_fx * rig.baseline        # disparity (px at reference width) * depth (m)
         self.reference_fx = reference_fx
         self.near = self.fb / self.scene.max_disparity_px
-        self.half_fov = 0.5 / settings.camera.focal_per_width  # tan of the horizontal half angle
+        self.half_fov = 0.5 / rig.focal_per_width    # tan of the horizontal half angle
+        self.half_fov_v = self.half_fov * rig.height / rig.width
+        # This scene's share of the disparity ranges: all far, or reaching the limit.
+        self.range_scale = rng.uniform(*self.scene.disparity_range_scale)
 
         pitch = math.radians(rng.uniform(*self.scene.camera_pitch_deg))
         roll = math.radians(rng.uniform(*self.scene.camera_roll_deg))
@@ -55,7 +62,7 @@ class _Placer:
         corners = [(rig.ray_dx[u], rig.ray_dy[v]) for u in (0, -1) for v in (0, -1)]
         steepest = max(self.down @ np.array([dx, dy, 1.0]) for dx, dy in corners)
         # Raise the camera until the nearest ground (an image corner) is within the ground limit.
-        needed = self.fb * steepest / self.scene.ground_max_disparity_px
+        needed = self.fb * steepest / (self.scene.ground_max_disparity_px * self.range_scale)
         self.height = max(rng.uniform(*self.scene.camera_height_m), needed)
         self.forward = _unit(np.array([0.0, 0.0, 1.0]) - self.up[2] * self.up)
         self.right = _unit(np.cross(self.forward, self.up))
@@ -66,7 +73,12 @@ class _Placer:
     def random_depth(self, low_px: float | None = None, high_px: float | None = None) -> float:
         low, high = self.scene.object_disparity_px
         low, high = low_px or low, high_px or high
-        return self.depth_for(math.exp(self.rng.uniform(math.log(low), math.log(high))))
+        return self.depth_for(self.log_uniform(low, high))
+
+    def log_uniform(self, low: float, high: float) -> float:
+        """A disparity log-uniform in [low, high * range_scale] (never below low)."""
+        high = max(low, high * self.range_scale)
+        return math.exp(self.rng.uniform(math.log(low), math.log(high)))
 
     def size_cap(self, depth: float) -> float:
         """Largest object extent (m) at `depth` that spans at most ~45% of the view width, so a
@@ -95,12 +107,33 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-def _materials(rng, settings: GeneratorSettings, name: str, count: int) -> list[Material]:
+SHINY_CLASSES = ("box", "sphere", "cylinder", "pole")
+
+
+def _material(rng, settings: GeneratorSettings, name: str, photos: PhotoLibrary | None) -> Material:
+    """Texture-poor (procedural, nearly uniform), a photo crop, or a procedural recipe; objects
+    sometimes shiny. The draws are the same with and without photos: only the recipe changes."""
     # Large surfaces get the full texture size, objects half of it (they cover fewer pixels).
     size = settings.scene.texture_size
     size = size if name in ("ground", "wall", "sky") else size // 2
-    poor = settings.scene.texture_poor_fraction
-    return [make_material(name, rng, size=size, texture_poor=rng.uniform() < poor) for _ in range(count)]
+    textures = settings.textures
+    texture_poor = rng.uniform() < settings.scene.texture_poor_fraction
+    use_photo = rng.uniform() < textures.photo_fraction
+    shiny = rng.uniform() < textures.specular_fraction and name in SHINY_CLASSES
+    recipe_rng = rng.spawn(1)[0]
+    if photos is not None and use_photo and not texture_poor and name != "sky":
+        material = photo_material(name, recipe_rng, photos, size=size, settings=textures)
+    else:
+        material = make_material(name, recipe_rng, size=size, texture_poor=texture_poor)
+    if shiny:
+        material.specular = float(rng.uniform(*textures.specular_strength))
+        material.shininess = float(rng.uniform(*textures.shininess))
+    return material
+
+
+def _materials(rng, settings: GeneratorSettings, name: str, count: int,
+               photos: PhotoLibrary | None) -> list[Material]:
+    return [_material(rng, settings, name, photos) for _ in range(count)]
 
 
 def _settle(placer: _Placer, primitive) -> None:
@@ -216,8 +249,44 @@ def _add_poles(rng, placer, materials, crowns, count, out) -> None:
             _add_bush(rng, placer, crowns[rng.integers(len(crowns))], top, crown_radius, out)
 
 
-def sample_scene(rng: np.random.Generator, settings: GeneratorSettings, rig: StereoRig) -> Scene:
+FLOATER_SHAPES = ("box", "sphere", "cylinder")
+
+
+def _add_floaters(rng, placer: _Placer, material_for, count: int, out) -> None:
+    """Small objects floating anywhere in the view, in front of the scene, at any rotation; their
+    disparity and size are drawn in pixels. One that would cut the ground is left out."""
+    scene = placer.scene
+    for _ in range(count):
+        shape = FLOATER_SHAPES[int(rng.integers(len(FLOATER_SHAPES)))]
+        disparity = placer.log_uniform(*scene.floater_disparity_px)
+        extent = rng.uniform(*scene.floater_size_px) * placer.depth_for(disparity) / placer.reference_fx
+        radius = 0.5 * extent  # bounding radius
+        depth = max(placer.depth_for(disparity), placer.near + radius + 1e-3)
+        ray = np.array([rng.uniform(-1, 1) * placer.half_fov, rng.uniform(-1, 1) * placer.half_fov_v, 1.0])
+        centre = ray * depth
+        rotation = _random_rotation(rng)
+        if centre @ placer.down > placer.height - radius:  # would reach into the ground
+            continue
+        material = material_for(shape)
+        if shape == "box":
+            half = 0.5 * extent * rng.uniform(0.25, 1.0, size=3) / math.sqrt(3)
+            out.append(Box(CLASS_ID["box"], material, center=centre, rotation=rotation, half_size=half))
+        elif shape == "sphere":
+            out.append(Sphere(CLASS_ID["sphere"], material, center=centre, radius=radius, frame=rotation))
+        else:
+            axis = rotation[:, 0]
+            cyl_radius = radius * rng.uniform(0.15, 0.45)
+            length = math.sqrt(max(extent ** 2 - (2 * cyl_radius) ** 2, (0.2 * extent) ** 2))
+            base = centre - axis * length / 2
+            out.append(Cylinder(CLASS_ID["cylinder"], material, base=base, axis=axis, radius=cyl_radius,
+                                length=length, seam=_seam_away(axis, centre)))
+
+
+def sample_scene(rng: np.random.Generator, settings: GeneratorSettings, rig: StereoRig,
+                 photos: PhotoLibrary | None = None) -> Scene:
+    """A random scene for `rig`; `photos` None: procedural textures only."""
     scene_settings, light = settings.scene, settings.photometric
+    material_rng = rng.spawn(1)[0]
     placer = _Placer(rng, settings, rig)
 
     def count(name: str) -> int:
@@ -227,16 +296,17 @@ def sample_scene(rng: np.random.Generator, settings: GeneratorSettings, rig: Ste
     backdrop_distance = rng.uniform(*scene_settings.backdrop_distance_m)
     ground_axis_u = placer.right
     primitives: list = [
-        Plane(CLASS_ID["sky"], _materials(rng, settings, "sky", 1)[0], normal=np.array([0.0, 0.0, 1.0]),
+        Plane(CLASS_ID["sky"], _material(material_rng, settings, "sky", photos), normal=np.array([0.0, 0.0, 1.0]),
               offset=backdrop_distance, axis_u=np.array([1.0, 0.0, 0.0]), axis_v=np.array([0.0, 1.0, 0.0])),
-        Plane(CLASS_ID["ground"], _materials(rng, settings, "ground", 1)[0], normal=placer.down,
+        Plane(CLASS_ID["ground"], _material(material_rng, settings, "ground", photos), normal=placer.down,
               offset=placer.height, axis_u=ground_axis_u, axis_v=np.cross(placer.down, ground_axis_u)),
     ]
-    counts = {name: count(name) for name in ("walls", "boxes", "spheres", "cylinders", "bushes", "poles")}
+    counts = {name: count(name) for name in ("walls", "boxes", "spheres", "cylinders", "bushes", "poles",
+                                             "floaters")}
 
     def materials(name: str, needed: bool) -> list[Material]:
         # Texture synthesis is a good part of a scene's cost: none for classes left out.
-        return _materials(rng, settings, name, 2) if needed else []
+        return _materials(material_rng, settings, name, 2, photos) if needed else []
 
     walls, boxes, spheres, cylinders = (counts[n] for n in ("walls", "boxes", "spheres", "cylinders"))
     _add_boxes(rng, placer, materials("wall", walls > 0), walls, "wall", primitives, walls=True)
@@ -246,6 +316,17 @@ def sample_scene(rng: np.random.Generator, settings: GeneratorSettings, rig: Ste
     crowns = materials("vegetation", counts["bushes"] + counts["poles"] > 0)
     _add_bushes(rng, placer, crowns, counts["bushes"], primitives)
     _add_poles(rng, placer, materials("pole", counts["poles"] > 0), crowns, counts["poles"], primitives)
+    floater_materials: dict[str, list[Material]] = {}
+
+    def floater_material(shape: str) -> Material:
+        # Up to two materials per shape, made when first needed (floaters are small and many).
+        pool = floater_materials.setdefault(shape, [])
+        if len(pool) < 2:
+            pool.append(_material(material_rng, settings, shape, photos))
+            return pool[-1]
+        return pool[int(material_rng.integers(len(pool)))]
+
+    _add_floaters(rng, placer, floater_material, counts["floaters"], primitives)
 
     elevation = math.radians(rng.uniform(*light.sun_elevation_deg))
     azimuth = rng.uniform(0, 2 * math.pi)

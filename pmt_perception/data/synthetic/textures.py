@@ -78,12 +78,17 @@ class Material:
     do in game engines: the hole is part of the geometry, so depth and labels see it too.
     `emissive` surfaces (the sky) ignore lighting. `gradient` multiplies the albedo by a colour
     that varies linearly along the surface's v coordinate (the sky's horizon-to-zenith fade).
+    `specular` > 0 adds a white Blinn-Phong highlight of the sun with exponent `shininess`: it
+    depends on the eye, so it sits at different surface points in the two views, as on real
+    shiny surfaces (the geometry, and so the ground truth, is unaffected).
     """
 
     layers: list[TextureLayer]
     alpha: TextureLayer | None = None
     emissive: bool = False
     gradient: tuple[float, float, np.ndarray, np.ndarray] | None = None  # v0, v1, colour@v0, colour@v1
+    specular: float = 0.0
+    shininess: float = 1.0
 
     def albedo(self, uv: np.ndarray, footprint: np.ndarray) -> np.ndarray:
         colour = self.layers[0].sample(uv, footprint)
