@@ -23,7 +23,7 @@ COMMANDS = {
     "pmt-info": "pmt_perception.info:main",
     "pmt-demo": "pmt_perception.demo:main",
     "pmt-synth": "pmt_perception.data.synth_cli:main",
-    "pmt-fetch-textures": "pmt_perception.data.synthetic.photo_cache:main",
+    "pmt-fetch-textures": "pmt_perception.data.synthetic.fetch_textures:main",
     "pmt-export": "pmt_perception.export:main",
     "pmt-train": "pmt_perception.train:main",
     "train": "pmt_perception.train:main",

@@ -1,13 +1,16 @@
 """`pmt-synth`: write synthetic stereo pairs with exact ground truth to a folder.
 
-    pmt-synth --out /tmp/synth --num 100 --size 480x720 --seed 0
+    pmt-synth --out /tmp/synth --num 100 --size 480x720 --seed 0 [--photo-dir DIR]
 
 The layout is documented in pmt_perception/data/synthetic/dataset.py; the folder also gets a
 contact sheet (left | right | disparity | labels) of its first pairs for a person to look at.
+Photo textures come from the config's loader.textures.photo_dir (or --photo-dir), filled once by
+`pmt-fetch-textures`; without photos there the scenes use procedural textures and a warning says so.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -32,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=sorted(SPLIT_CODES), default="train",
                         help="seed stream (train/val/test never share scenes)")
     parser.add_argument("--config", default="synthetic", help="data config name or YAML path")
+    parser.add_argument("--photo-dir", default=None,
+                        help="photo texture cache (default: the config's loader.textures.photo_dir; "
+                             "'none': procedural textures only)")
     parser.add_argument("--sheet-rows", type=int, default=6,
                         help="pairs shown in contact_sheet.png (0: none)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
@@ -43,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.num < 1:
         raise SystemExit("pmt-synth: --num must be >= 1")
     settings = load_generator_settings(args.config)
+    if args.photo_dir is not None:
+        photo_dir = None if args.photo_dir.lower() == "none" else args.photo_dir
+        settings = dataclasses.replace(settings, textures=dataclasses.replace(settings.textures,
+                                                                              photo_dir=photo_dir))
     size = args.size or tuple(settings.size)
     max_disp = settings.scene.max_disparity_px * size[1] / settings.scene.reference_width
     rows: list[list[np.ndarray]] = []
