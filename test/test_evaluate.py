@@ -56,7 +56,7 @@ def test_checkpoint_report_holds_every_metric_and_matches_a_direct_computation(
         assert set(scores["iou_per_class"]) == set(CLASS_NAMES)
         for key in ("miou", "pixel_accuracy", "mean_class_accuracy"):
             assert 0.0 <= scores[key] <= 1.0
-    for key in ("epe", "d1", "kitti_d1", "rmse", "abs_rel", "sq_rel"):
+    for key in ("epe", "d1", "kitti_d1", "bad_1", "bad_2", "rmse", "abs_rel", "sq_rel"):
         assert report["disparity"][key] >= 0.0
     assert report["timing"]["samples"] == 3 and report["timing"]["model_ms"]["mean"] > 0
     assert report["method"]["parameters"]["unique"] > 0
@@ -75,7 +75,10 @@ def test_checkpoint_report_holds_every_metric_and_matches_a_direct_computation(
     assert report["disparity"]["d1"] == pytest.approx(disparity.compute()["d1"])
     assert report["disparity"]["epe"] == pytest.approx(disparity.compute()["epe"], rel=1e-6)
 
-    for name in ("iou_per_class.png", "confusion_matrix.png", "figure8_samples.png"):
+    assert report["segmentation_ground_truth"] is True
+    assert report["comparison"][0]["refined_miou"] == report["segmentation"]["refined"]["miou"]
+    for name in ("iou_per_class.png", "confusion_matrix.png", "figure8_samples.png",
+                 "error_maps.png"):
         image = cv2.imread(str(out / name))
         assert image is not None and image.shape[0] > 100 and image.shape[1] > 100, name
     panel = cv2.imread(str(out / "figure8_samples.png"))[..., ::-1]
@@ -93,6 +96,10 @@ def test_sgbm_report_has_the_same_format_and_scores_the_holes(scenes, tmp_path):
     # Hole-filled scoring covers every pixel with ground truth; the raw map only its estimates.
     assert report["disparity"]["num_pixels"] == 3 * SIZE[0] * SIZE[1]
     assert estimated["num_pixels"] < report["disparity"]["num_pixels"]
+    # One comparison row (the method itself); SGBM does not segment: its mIoU is absent.
+    [row] = report["comparison"]
+    assert row["method"] == "sgbm_ros" and row["refined_miou"] is None
+    assert row["d1"] == report["disparity"]["d1"] and 0.0 <= row["bad_2"] <= row["bad_1"] <= 1.0
 
 
 def test_accumulator_takes_any_iterable_of_sample_prediction_pairs():
