@@ -177,7 +177,7 @@ RECIPES = {"sky": sky, "ground": ground, "wall": wall, "box": box, "sphere": sph
 
 
 # Metres covered by one photo tile, per class (a photo's own scale is unknown: any is plausible).
-PHOTO_PERIOD_M = {"ground": (1.0, 5.0), "wall": (1.0, 6.0), "box": (0.3, 1.5), "sphere": (0.3, 1.5),
+PHOTO_PERIOD_M = {"ground": (0.6, 3.0), "wall": (0.8, 4.0), "box": (0.3, 1.5), "sphere": (0.3, 1.5),
                   "cylinder": (0.4, 2.0), "vegetation": (0.25, 0.8), "pole": (0.2, 1.0)}
 
 

@@ -97,10 +97,30 @@ def recolour(rng: np.random.Generator, image: np.ndarray, settings: TextureSetti
     return np.clip(image, 0.0, 1.0)
 
 
+def detail(image: np.ndarray) -> float:
+    """Mean absolute grey-level step between neighbouring texels (sRGB, 0-1 scale)."""
+    grey = image.mean(axis=2)
+    return float(0.5 * (np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()))
+
+
+MIN_DETAIL = 0.012  # below: a crop of sky, a wall or a blurred background; try another crop
+CROP_TRIES = 4
+
+
 def photo_texture(rng: np.random.Generator, library: PhotoLibrary, size: int,
                   settings: TextureSettings, tint: np.ndarray | None = None) -> np.ndarray:
-    """A seamless, recoloured photo tile (size, size, 3): linear RGB float32, albedo in [0, 1]."""
-    photo = library.image(int(rng.integers(len(library))))
-    crop = random_crop(rng, photo, size, settings)
-    srgb = make_seamless(recolour(rng, crop, settings, tint))
+    """A seamless, recoloured photo tile (size, size, 3): linear RGB float32, albedo in [0, 1].
+
+    Crops without detail are redrawn (up to CROP_TRIES, keeping the most detailed): uniform
+    surfaces come from the texture-poor recipes, in the share the config sets."""
+    best, best_detail = None, -1.0
+    for _ in range(CROP_TRIES):
+        photo = library.image(int(rng.integers(len(library))))
+        crop = random_crop(rng, photo, size, settings)
+        crop_detail = detail(crop)
+        if crop_detail > best_detail:
+            best, best_detail = crop, crop_detail
+        if crop_detail >= MIN_DETAIL:
+            break
+    srgb = make_seamless(recolour(rng, best, settings, tint))
     return np.clip(srgb, 0.0, 1.0) ** np.float32(2.2)
