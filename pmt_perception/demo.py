@@ -101,6 +101,7 @@ def run_offline(options) -> int:
 def run_graph(options) -> int:
     from pmt_perception.ros.env import dds_environment
     from pmt_perception.ros.processes import read_log, start_module, stop_process
+    from pmt_perception.ros.shutdown import StopRequest
 
     height, width = options.size
     print(f"demo: stereo_source {height}x{width} at {options.rate:g} Hz -> stereo_seg_node -> "
@@ -122,6 +123,9 @@ def run_graph(options) -> int:
     source_params = [f"image_size:=[{height},{width}]", f"rate:={float(options.rate)}"]
     summary_path = workdir / "monitor.json"
     processes = {}
+    # Ctrl-C / SIGTERM stop the graph (children in their own sessions, stopped one by one) and
+    # the demo reports what arrived: exit 0, no traceback (ros/shutdown.py).
+    stop = StopRequest().install()
     started = time.monotonic()
     try:
         processes["node"] = start_module(
@@ -135,13 +139,17 @@ def run_graph(options) -> int:
             "--startup-timeout", str(options.startup_timeout), "--out",
             str(options.out.resolve()), "--save-frames", "3", "--json", str(summary_path),
             env=env, log_path=workdir / "monitor.log")
-        try:
-            processes["monitor"].wait(timeout=options.startup_timeout + options.duration + 30)
-        except KeyboardInterrupt:
-            print("interrupted", flush=True)
+        deadline = time.monotonic() + options.startup_timeout + options.duration + 30
+        while processes["monitor"].poll() is None and time.monotonic() < deadline:
+            if stop.wait(0.2):
+                print(f"interrupted ({stop.signal_name}): stopping the graph", flush=True)
+                break
     finally:
         codes = {name: stop_process(process) for name, process in reversed(processes.items())}
     elapsed = time.monotonic() - started
+    if stop.requested:
+        print(f"stopped; logs in {workdir}")
+        return 0
     if not summary_path.is_file():
         print(f"the monitor wrote no summary (exit codes {codes}); logs in {workdir}")
         print(read_log(workdir / "node.log"))

@@ -311,3 +311,86 @@ class StereoInputs:
 @pytest.fixture(scope="module")
 def stereo_inputs_factory():
     return StereoInputs
+
+
+# ----------------------------------------------------------------------------- real ROS 2 tools
+# launch, launch_ros, the ros2 CLI, message_filters and sensor_msgs_py come from
+# ../shared/ros2_python (scripts/setup_venv.sh installs them) or a ROS 2 install; where they are
+# absent (or hidden: scripts/without_ros2_tools.sh) the tests that need them skip, saying why.
+REAL_ROS2_MODULES = ("launch", "launch_ros", "ros2cli", "ros2launch", "ros2lifecycle",
+                     "ros2param", "ros2topic", "ros2node", "message_filters", "sensor_msgs_py")
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def ros2_tools_missing() -> str | None:
+    """Why the real ROS 2 tools cannot run here; None when they can."""
+    import importlib
+    import shutil
+    import sys
+    from pathlib import Path
+
+    for module in REAL_ROS2_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            return (f"{module} is not importable ({error}); ../shared/ros2_python/install.sh "
+                    ".venv/bin/python installs the ROS 2 tools")
+    for tool in ("ros2", "colcon"):
+        if shutil.which(tool, path=str(Path(sys.executable).parent)) is None:
+            return f"the {tool} command is not installed next to {sys.executable}"
+    return None
+
+
+class ColconWorkspace:
+    """The package built with `colcon build` in a temporary workspace, used as a user would:
+    every command runs in bash after `source install/setup.bash`."""
+
+    def __init__(self, root):
+        import sys
+        from pathlib import Path
+
+        self.root = root
+        self.bin = Path(sys.executable).parent
+        self.setup = root / "install" / "setup.bash"
+
+    def env(self, domain_id: int, log_dir) -> dict[str, str]:
+        env = dds_environment(domain_id=domain_id, log_dir=log_dir)
+        env["PATH"] = f"{self.bin}:{env.get('PATH', '')}"
+        # A user's shell has no checkout on its path: the installed copy must serve.
+        env.pop("PYTHONPATH", None)
+        return env
+
+    def command(self, *words: str) -> list[str]:
+        """argv that runs ``words`` in bash with the workspace sourced."""
+        return ["bash", "-c", f'source "{self.setup}" && exec "$@"', "pmt_ws", *words]
+
+
+@pytest.fixture(scope="session")
+def colcon_workspace(tmp_path_factory):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    reason = ros2_tools_missing()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("colcon_ws")
+    colcon = str(Path(sys.executable).parent / "colcon")
+    result = subprocess.run(
+        [colcon, "--log-base", str(root / "log"), "build", "--base-paths", str(REPO_ROOT),
+         "--build-base", str(root / "build"), "--install-base", str(root / "install"),
+         "--event-handlers", "console_direct-"],
+        cwd=root, capture_output=True, text=True, timeout=600,
+        env=dds_environment(domain_id=SESSION_DOMAIN_ID, log_dir=root / "ros_logs"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    workspace = ColconWorkspace(root)
+    assert workspace.setup.is_file()
+    return workspace
+
+
+def stop_ros2_daemon(workspace, env) -> None:
+    """`ros2 daemon stop` on the domain of ``env`` (a test that may start the daemon calls it)."""
+    import subprocess
+
+    subprocess.run(workspace.command("ros2", "daemon", "stop"), env=env, capture_output=True,
+                   timeout=60)

@@ -182,43 +182,46 @@ def main(args=None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
+    from pmt_perception.ros.shutdown import StopRequest, init_rclpy
+
     options, ros_args = parse_args(sys.argv[1:] if args is None else args)
-    rclpy.init(args=["stereo_seg_monitor", *ros_args])
-    node = rclpy.create_node("stereo_seg_monitor")
-    monitor = MonitorNode(node, options.out, options.save_frames)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    # Listening starts with the first output, so a slow model load (a busy CPU, a cold disk)
-    # shortens nothing; the startup wait has its own bound.
-    deadline = time.monotonic() + options.startup_timeout
-    listening, extended = False, False
-    try:
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.05)
-            now = time.monotonic()
-            if not listening and monitor.stats["seg"].latencies_ms:
-                listening = True
-                deadline = now + options.duration
-            if now >= deadline:
-                # A slow model may not have completed the frames to save yet: a short, bounded
-                # extension rather than an empty output folder.
-                wanting = listening and options.out and len(monitor.saved) < options.save_frames
-                if wanting and not extended:
-                    extended, deadline = True, now + options.save_grace
-                    continue
-                break
-            if extended and len(monitor.saved) >= options.save_frames:
-                break
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    summary = monitor.summary()
-    summary["started"] = listening
-    text = json.dumps(summary, indent=2)
-    if options.json:
-        options.json.write_text(text)
-    print(text, flush=True)
-    node.destroy_node()
-    rclpy.try_shutdown()
+    with StopRequest() as stop:
+        init_rclpy(["stereo_seg_monitor", *ros_args])
+        node = rclpy.create_node("stereo_seg_monitor")
+        monitor = MonitorNode(node, options.out, options.save_frames)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        # Listening starts with the first output, so a slow model load (a busy CPU, a cold disk)
+        # shortens nothing; the startup wait has its own bound.
+        deadline = time.monotonic() + options.startup_timeout
+        listening, extended = False, False
+        try:
+            while rclpy.ok() and not stop.requested:
+                executor.spin_once(timeout_sec=0.05)
+                now = time.monotonic()
+                if not listening and monitor.stats["seg"].latencies_ms:
+                    listening = True
+                    deadline = now + options.duration
+                if now >= deadline:
+                    # A slow model may not have completed the frames to save yet: a short,
+                    # bounded extension rather than an empty output folder.
+                    wanting = listening and options.out and len(monitor.saved) < options.save_frames
+                    if wanting and not extended:
+                        extended, deadline = True, now + options.save_grace
+                        continue
+                    break
+                if extended and len(monitor.saved) >= options.save_frames:
+                    break
+        except ExternalShutdownException:
+            pass
+        summary = monitor.summary()
+        summary["started"] = listening
+        text = json.dumps(summary, indent=2)
+        if options.json:
+            options.json.write_text(text)
+        print(text, flush=True)
+        node.destroy_node()
+        rclpy.try_shutdown()
     return 0
 
 

@@ -20,7 +20,7 @@ import threading
 import time
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image
 import torch
@@ -33,6 +33,7 @@ from pmt_perception.ros.outputs import OutputPublishers, OutputSettings, classes
 from pmt_perception.ros.params import (declare_parameters, help_requested, help_text,
                                        settings_snapshot)
 from pmt_perception.ros.qos import input_qos, output_qos
+from pmt_perception.ros.shutdown import StopRequest, init_rclpy, spin_until_stopped
 from pmt_perception.ros.sync import InputSynchronizer
 from pmt_perception.ros.worker import FramePipeline
 
@@ -352,27 +353,31 @@ seg, seg_color, disparity, points2 [, seg_confidence, disparity_confidence], seg
 /diagnostics out. A lifecycle node; autostarts by default. Topics and parameters: docs/node.md."""
 
 
-def main(args=None) -> None:
+def main(args=None) -> int:
+    """Exit status 0 after a stop (SIGINT, SIGTERM); 1 when autostart fails, so that launch
+    (respawn, on_exit) and supervisors see a node that cannot serve."""
     if help_requested(sys.argv if args is None else args):
         print(help_text(USAGE))
-        return
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = StereoSegNode()
-        if node.get_parameter("autostart").value and not node.start():
-            node.get_logger().error("autostart failed; waiting for lifecycle transitions")
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node._stop_input()
-            node.destroy_node()
-        rclpy.try_shutdown()
+        return 0
+    with StopRequest() as stop:
+        init_rclpy(args)
+        node = None
+        try:
+            node = StereoSegNode()
+            if node.get_parameter("autostart").value and not node.start():
+                node.get_logger().fatal("autostart failed (see the error above); exiting with "
+                                        "status 1")
+                return 1
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            spin_until_stopped(executor, stop)
+        finally:
+            if node is not None:
+                node._stop_input()
+                node.destroy_node()
+            rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

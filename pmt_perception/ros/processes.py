@@ -33,22 +33,36 @@ def start_module(module: str, *arguments: str, env: dict[str, str],
 
 
 def stop_process(process: subprocess.Popen, *, timeout: float = 10.0) -> int:
-    """SIGINT (rclpy shuts down cleanly), then SIGTERM, then SIGKILL; returns the exit code.
+    """SIGINT (a clean stop), then SIGTERM, then SIGKILL; returns the exit code.
 
-    Signals go to this one process id only, never to a name or a group.
+    Signals go to this one process id only, never to a name or a group. An escalation is
+    reported on stderr (naming the process), so a child that had to be killed is never silent;
+    the caller sees its exit code (-15, -9) too.
     """
+    sent = None
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         if process.poll() is not None:
             break
+        if sent is not None:
+            print(f"pmt_perception: {_describe(process)} did not exit within {timeout:g} s of "
+                  f"{sent.name}; sending {sig.name}", file=sys.stderr, flush=True)
         try:
             process.send_signal(sig)
         except ProcessLookupError:
             break
+        sent = sig
         try:
             process.wait(timeout=timeout if sig != signal.SIGKILL else None)
         except subprocess.TimeoutExpired:
             continue
     return process.wait()
+
+
+def _describe(process: subprocess.Popen) -> str:
+    args = process.args if isinstance(process.args, (list, tuple)) else [process.args]
+    words = [str(a) for a in args]
+    name = words[2] if len(words) > 2 and words[1] == "-m" else " ".join(words[:2])
+    return f"process {process.pid} ({name})"
 
 
 def read_log(path: str | os.PathLike, *, tail: int = 4000) -> str:

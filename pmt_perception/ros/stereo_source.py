@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -27,6 +27,7 @@ from pmt_perception.ros.conversions import numpy_to_image
 from pmt_perception.ros.params import (ParameterSpec, declare_parameters, help_requested,
                                        help_text, settings_snapshot)
 from pmt_perception.ros.qos import input_qos
+from pmt_perception.ros.shutdown import StopRequest, init_rclpy, spin_until_stopped
 
 __all__ = ["SOURCE_PARAMETER_SPECS", "CameraModel", "StereoFrameSource", "StereoSourceNode",
            "camera_infos", "main"]
@@ -214,20 +215,18 @@ def main(args=None) -> None:
     if help_requested(sys.argv if args is None else args):
         print(help_text(USAGE, SOURCE_PARAMETER_SPECS, config_dir() / "stereo_source.yaml"))
         return
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = StereoSourceNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok() and not node.done:
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    with StopRequest() as stop:
+        init_rclpy(args)
+        node = None
+        try:
+            node = StereoSourceNode()
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            spin_until_stopped(executor, stop, done=lambda: node.done)
+        finally:
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

@@ -120,11 +120,22 @@ def compare_reports(live: dict, offline: dict, tolerance: float) -> dict[str, An
     return {"equal": equal, "tolerance": tolerance, "metrics": rows}
 
 
-def run_live(args: argparse.Namespace, recorded: Path) -> dict[str, Any]:
-    """Start node + recorder, play the bag, stop; returns the player's summary."""
+class Stopped(Exception):
+    """A SIGINT / SIGTERM arrived while the live run was going."""
+
+
+def run_live(args: argparse.Namespace, recorded: Path, stop=None) -> dict[str, Any]:
+    """Start node + recorder, play the bag, stop; returns the player's summary.
+
+    Raises RuntimeError naming the process (with its log) when the node, the recorder or the
+    player fails, including a recorder that did not close its bag cleanly; Stopped on a stop
+    request (``stop``, a shutdown.StopRequest).
+    """
     from pmt_perception.ros.env import dds_environment
     from pmt_perception.ros.processes import read_log, start_module, stop_process
+    from pmt_perception.ros.shutdown import StopRequest
 
+    stop = stop if stop is not None else StopRequest()
     logs = args.out / "logs"
     env = dds_environment(domain_id=args.domain_id, log_dir=logs / "ros")
     topics = StereoTopics()
@@ -140,44 +151,80 @@ def run_live(args: argparse.Namespace, recorded: Path) -> dict[str, Any]:
     recorder = start_module("pmt_perception.ros.bags.record", "--out", str(recorded),
                             "--overwrite", env=env, log_path=logs / "record.log")
     player = None
+    exits: dict[str, int] = {}
     try:
         deadline = time.monotonic() + args.startup_timeout
         while "matched" not in read_log(logs / "record.log"):
             for name, process in (("node", node), ("record", recorder)):
                 if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited early:\n{read_log(logs / f'{name}.log')}")
+                    raise RuntimeError(f"{name} exited early (status {process.returncode}):\n"
+                                       f"{read_log(logs / f'{name}.log')}")
             if time.monotonic() > deadline:
                 raise RuntimeError("the recorder never matched the node's outputs:\n"
                                    + read_log(logs / "node.log"))
-            time.sleep(0.2)
+            if stop.wait(0.2):
+                raise Stopped()
         player = start_module("pmt_perception.ros.bags.play", str(args.bag), "--json",
                               "--rate", str(args.rate), "--wait-for-subscribers",
                               str(args.startup_timeout), "--topics", *topics.inputs(),
                               env=env, log_path=logs / "play.log")
-        if player.wait(timeout=args.startup_timeout + 600) != 0:
-            raise RuntimeError(f"pmt-bag-play failed:\n{read_log(logs / 'play.log')}")
-        time.sleep(args.settle)  # the node's last frames are still in flight
+        deadline = time.monotonic() + args.startup_timeout + 600
+        while player.poll() is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pmt-bag-play did not finish:\n{read_log(logs / 'play.log')}")
+            if stop.wait(0.2):
+                raise Stopped()
+        if player.returncode != 0:
+            raise RuntimeError(f"pmt-bag-play failed (status {player.returncode}):\n"
+                               f"{read_log(logs / 'play.log')}")
+        if stop.wait(args.settle):  # the node's last frames are still in flight
+            raise Stopped()
     finally:
-        for process in (player, recorder, node):
+        for name, process in (("play", player), ("record", recorder), ("node", node)):
             if process is not None:
-                stop_process(process)
+                exits[name] = stop_process(process)
+    # The recording is only complete when the recorder closed its bag itself.
+    if exits["record"] != 0:
+        raise RuntimeError(f"pmt-bag-record exited with status {exits['record']} (the bag "
+                           f"{recorded} may be incomplete):\n{read_log(logs / 'record.log')}")
     text = read_log(logs / "play.log", tail=100_000)
     return json.loads(text[text.index("{"):])
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pmt_perception.evaluate import build_method, prediction_pairs
-    from pmt_perception.evaluation.figures import write_all_figures
-    from pmt_perception.evaluation.report import write_json_atomic
-    from pmt_perception.ros.bags.evaluation import score_pairs
-    from pmt_perception.ros.bags.reader import read_stereo_frames
+    from pmt_perception.ros.shutdown import StopRequest, interrupt_on_stop_signals
 
     args = build_parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     recorded, played = args.recorded, None
     if recorded is None:
         recorded = args.out / "recorded"
-        played = run_live(args, recorded)
+        with StopRequest(ignore_after=False) as stop:
+            try:
+                played = run_live(args, recorded, stop)
+            except Stopped:
+                print(f"pmt-bag-loop: stopped ({stop.signal_name}); nothing scored",
+                      file=sys.stderr)
+                return 0
+            except RuntimeError as error:
+                print(f"pmt-bag-loop: {error}", file=sys.stderr)
+                return 1
+    interrupt_on_stop_signals()
+    try:
+        return _score(args, recorded, played)
+    except KeyboardInterrupt as stopped:
+        print(f"pmt-bag-loop: stopped ({stopped}) while scoring", file=sys.stderr)
+        return 0
+
+
+def _score(args, recorded: Path, played) -> int:
+    """Live (the recording) and offline scores of the same frames, compared."""
+    from pmt_perception.evaluate import build_method, prediction_pairs
+    from pmt_perception.evaluation.figures import write_all_figures
+    from pmt_perception.evaluation.report import write_json_atomic
+    from pmt_perception.ros.bags.evaluation import score_pairs
+    from pmt_perception.ros.bags.reader import read_stereo_frames
+
     method, description, class_names, palette = build_method(SimpleNamespace(
         sgbm=None, checkpoint=args.checkpoint, device=args.device, precision="fp32"))
     palette = np.asarray(palette, np.uint8)

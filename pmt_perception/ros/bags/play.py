@@ -50,12 +50,15 @@ class BagPlayer:
     """The publishing side: one rclpy node with a publisher per topic of the bag."""
 
     def __init__(self, node, types: dict[str, str], *, reliability: str, depth: int,
-                 clock_hz: float):
+                 clock_hz: float, stop=None):
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
         from pmt_perception.ros.bags.layout import message_class
 
+        from pmt_perception.ros.shutdown import StopRequest
+
         self.node = node
+        self.stop = stop if stop is not None else StopRequest()  # ends waits and passes early
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
                          durability=DurabilityPolicy.VOLATILE,
                          reliability=(ReliabilityPolicy.RELIABLE if reliability == "reliable"
@@ -75,9 +78,8 @@ class BagPlayer:
         deadline = time.monotonic() + timeout
         while True:
             lonely = [t for t, p in self.publishers.items() if p.get_subscription_count() == 0]
-            if not lonely or time.monotonic() >= deadline:
+            if not lonely or time.monotonic() >= deadline or self.stop.wait(0.05):
                 return lonely
-            time.sleep(0.05)
 
     def publish_clock(self, bag_time_ns: int) -> None:
         from rosgraph_msgs.msg import Clock
@@ -93,6 +95,8 @@ class BagPlayer:
         next_clock_ns = None
         last_log = None
         for topic, _, log_time, data in read_messages(bag, self.publishers):
+            if self.stop.requested:
+                break
             if first_log is None:
                 bag_start = _bag_start(bag) if start_offset_ns else log_time
                 if log_time < bag_start + start_offset_ns:
@@ -106,10 +110,12 @@ class BagPlayer:
                 clock_due = wall_start + (next_clock_ns - first_log) / 1e9 / rate
                 if clock_due > due:
                     break
-                _sleep_until(clock_due)
+                self._sleep_until(clock_due)
                 self.publish_clock(next_clock_ns)
                 next_clock_ns += self.clock_period_ns
-            _sleep_until(due)
+            self._sleep_until(due)
+            if self.stop.requested:
+                break
             self.publishers[topic].publish(data)  # CDR bytes as recorded: no deserialization
             last_publish = time.monotonic()
             first_publish = first_publish or last_publish
@@ -117,6 +123,11 @@ class BagPlayer:
             last_log = log_time
         return {"first_log_ns": first_log, "last_log_ns": last_log,
                 "wall_first": first_publish, "wall_last": last_publish}
+
+    def _sleep_until(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            self.stop.wait(remaining)
 
     def wait_for_acknowledgements(self, timeout: float) -> bool:
         from rclpy.duration import Duration
@@ -135,15 +146,11 @@ def _bag_start(bag: Path) -> int:
     return 0
 
 
-def _sleep_until(deadline: float) -> None:
-    remaining = deadline - time.monotonic()
-    if remaining > 0:
-        time.sleep(remaining)
-
-
 def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.utilities import remove_ros_args
+
+    from pmt_perception.ros.shutdown import StopRequest, init_rclpy
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(remove_ros_args(["pmt-bag-play", *argv])[1:])
@@ -160,31 +167,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pmt-bag-play: bag {args.bag} has no topic {', '.join(unknown)} "
               f"(it has {', '.join(sorted(available))})", file=sys.stderr)
         return 2
-    rclpy.init(args=["pmt-bag-play", *argv])
-    node = rclpy.create_node("pmt_bag_play")
-    try:
-        player = BagPlayer(node, {t: available[t] for t in wanted}, reliability=args.reliability,
-                           depth=args.depth, clock_hz=args.clock)
-        if args.wait_for_subscribers > 0:
-            lonely = player.wait_for_subscribers(args.wait_for_subscribers)
-            if lonely:
-                node.get_logger().warning(f"no subscriber on {', '.join(lonely)}; playing anyway")
-        passes = []
-        while True:
-            passes.append(player.play_once(args.bag, rate=args.rate,
-                                           start_offset_ns=int(round(args.start_offset * 1e9))))
-            if not args.loop:
-                break
-        acknowledged = (player.wait_for_acknowledgements(args.tail_timeout)
-                        if args.reliability == "reliable" else None)
-    except BagError as error:
-        print(f"pmt-bag-play: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with StopRequest() as stop:
+        init_rclpy(["pmt-bag-play", *argv])
+        node = rclpy.create_node("pmt_bag_play")
+        player, passes, acknowledged = None, [], None
+        try:
+            player = BagPlayer(node, {t: available[t] for t in wanted},
+                               reliability=args.reliability, depth=args.depth,
+                               clock_hz=args.clock, stop=stop)
+            if args.wait_for_subscribers > 0:
+                lonely = player.wait_for_subscribers(args.wait_for_subscribers)
+                if lonely and not stop.requested:
+                    node.get_logger().warning(f"no subscriber on {', '.join(lonely)}; "
+                                              "playing anyway")
+            while not stop.requested:
+                passes.append(player.play_once(args.bag, rate=args.rate,
+                                               start_offset_ns=int(round(args.start_offset * 1e9))))
+                if not args.loop:
+                    break
+            if args.reliability == "reliable" and not stop.requested:
+                acknowledged = player.wait_for_acknowledgements(args.tail_timeout)
+        except BagError as error:
+            print(f"pmt-bag-play: {error}", file=sys.stderr)
+            return 2
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
+    if stop.requested:  # a stop is not an error: report what went out
+        sent = sum(player.published.values()) if player is not None else 0
+        print(f"pmt-bag-play: stopped ({stop.signal_name}) after {sent} messages",
+              file=sys.stderr)
+        return 0
     first = passes[0]
     if first["first_log_ns"] is None:
         print(f"pmt-bag-play: nothing to play in {args.bag} after the start offset",

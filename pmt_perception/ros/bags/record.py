@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve_types(node, topics: list[str], timeout: float) -> dict[str, str]:
-    """Message type per topic: the node's known outputs, else the first type the graph offers."""
+def _resolve_types(node, topics: list[str], timeout: float, stop) -> dict[str, str] | None:
+    """Message type per topic: the node's known outputs, else the first type the graph offers;
+    None when stopped while waiting."""
     types = {t: NODE_OUTPUT_TYPES[t] for t in topics if t in NODE_OUTPUT_TYPES}
     deadline = time.monotonic() + timeout
     while len(types) < len(topics):
@@ -67,17 +68,53 @@ def _resolve_types(node, topics: list[str], timeout: float) -> dict[str, str]:
                 missing = [t for t in topics if t not in types]
                 raise SystemExit(f"pmt-bag-record: no publisher of {', '.join(missing)} within "
                                  f"{timeout:g} s, so its type is unknown")
-            time.sleep(0.1)
+            if stop.wait(0.1):
+                return None
     return types
+
+
+def _record(node, writer, types: dict[str, str], counts: dict[str, int], qos, args, stop) -> None:
+    """Write every message of ``types``' topics until a stop, --duration or --max-messages."""
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    from pmt_perception.ros.bags.layout import message_class
+
+    store = typestore()
+    connections = {t: writer.add_connection(t, types[t], typestore=store) for t in args.topics}
+
+    def write(topic: str, data: bytes) -> None:
+        writer.write(connections[topic], time.time_ns(), data)
+        counts[topic] += 1
+
+    subscriptions = [node.create_subscription(message_class(types[t]), t,
+                                              lambda data, t=t: write(t, data), qos, raw=True)
+                     for t in args.topics]
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    start, announced = time.monotonic(), False
+    try:
+        while executor.context.ok() and not stop.requested:
+            executor.spin_once(timeout_sec=0.05)
+            if not announced and all(s.get_publisher_count() > 0 for s in subscriptions):
+                # Tests and scripts wait for this line before they start publishing.
+                print(f"recording: {', '.join(args.topics)} matched", file=sys.stderr, flush=True)
+                announced = True
+            if args.duration and time.monotonic() - start >= args.duration:
+                break
+            if args.max_messages and sum(counts.values()) >= args.max_messages:
+                break
+    except ExternalShutdownException:
+        pass  # stop recording; the caller's with block closes and publishes the bag
+    finally:
+        executor.shutdown(timeout_sec=0)
 
 
 def main(argv: list[str] | None = None) -> int:
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.utilities import remove_ros_args
 
-    from pmt_perception.ros.bags.layout import message_class
+    from pmt_perception.ros.shutdown import StopRequest, init_rclpy
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(remove_ros_args(["pmt-bag-record", *argv])[1:])
@@ -85,54 +122,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pmt-bag-record: bag {args.out} exists already; choose another path or pass "
               f"--overwrite", file=sys.stderr)
         return 2
-    rclpy.init(args=["pmt-bag-record", *argv])
-    node = rclpy.create_node("pmt_bag_record")
-    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=args.depth,
-                     durability=DurabilityPolicy.VOLATILE,
-                     reliability=(ReliabilityPolicy.RELIABLE if args.reliability == "reliable"
-                                  else ReliabilityPolicy.BEST_EFFORT))
-    counts = {topic: 0 for topic in args.topics}
-    try:
-        types = _resolve_types(node, args.topics, args.type_timeout)
-        with writing_bag(args.out, storage=args.storage, compression=args.compression,
-                         overwrite=args.overwrite) as writer:
-            store = typestore()
-            connections = {t: writer.add_connection(t, types[t], typestore=store)
-                           for t in args.topics}
-
-            def write(topic: str, data: bytes) -> None:
-                writer.write(connections[topic], time.time_ns(), data)
-                counts[topic] += 1
-
-            subscriptions = [node.create_subscription(message_class(types[t]), t,
-                                                      lambda data, t=t: write(t, data), qos,
-                                                      raw=True)
-                             for t in args.topics]
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            start, announced = time.monotonic(), False
-            try:
-                while rclpy.ok():
-                    executor.spin_once(timeout_sec=0.05)
-                    if not announced and all(s.get_publisher_count() > 0 for s in subscriptions):
-                        # Tests and scripts wait for this line before they start publishing.
-                        print(f"recording: {', '.join(args.topics)} matched", file=sys.stderr,
-                              flush=True)
-                        announced = True
-                    if args.duration and time.monotonic() - start >= args.duration:
-                        break
-                    if args.max_messages and sum(counts.values()) >= args.max_messages:
-                        break
-            except (KeyboardInterrupt, ExternalShutdownException):
-                pass  # stop recording; the with block closes and publishes the bag
-            finally:
-                executor.shutdown(timeout_sec=0)
-    except BagError as error:
-        print(f"pmt-bag-record: {error}", file=sys.stderr)
-        return 2
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with StopRequest() as stop:
+        init_rclpy(["pmt-bag-record", *argv])
+        node = rclpy.create_node("pmt_bag_record")
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=args.depth,
+                         durability=DurabilityPolicy.VOLATILE,
+                         reliability=(ReliabilityPolicy.RELIABLE if args.reliability == "reliable"
+                                      else ReliabilityPolicy.BEST_EFFORT))
+        counts = {topic: 0 for topic in args.topics}
+        try:
+            types = _resolve_types(node, args.topics, args.type_timeout, stop)
+            if types is None:  # stopped before anything was recorded: no bag
+                return 0
+            with writing_bag(args.out, storage=args.storage, compression=args.compression,
+                             overwrite=args.overwrite) as writer:
+                _record(node, writer, types, counts, qos, args, stop)
+        except BagError as error:
+            print(f"pmt-bag-record: {error}", file=sys.stderr)
+            return 2
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
     summary = {"bag": str(args.out), "messages": counts}
     if args.json:
         print(json.dumps(summary, indent=2))

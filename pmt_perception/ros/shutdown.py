@@ -1,0 +1,111 @@
+"""Clean stops on SIGINT and SIGTERM for every node and command of the package.
+
+A terminal's Ctrl-C reaches every process of the foreground group, and `ros2 launch` then sends
+its own SIGINT (later SIGTERM) to each child: a node gets two or three signals. Python's default
+SIGINT handler raises KeyboardInterrupt wherever the main thread happens to be, and the second
+one lands inside the cleanup (destroy_subscription, destroy_node), which then crashes with a
+traceback and "terminate called without an active exception". rclpy's own handlers have the same
+race. So each process here
+
+  * starts rclpy without its signal handlers (``init_rclpy``),
+  * turns the first SIGINT or SIGTERM into a stop request (``StopRequest``) and ignores the
+    ones that follow, and
+  * spins in short slices (``spin_until_stopped``), then cleans up and exits 0.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Callable
+
+__all__ = ["STOP_SIGNALS", "StopRequest", "init_rclpy", "spin_until_stopped",
+           "interrupt_on_stop_signals"]
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """The first SIGINT / SIGTERM sets ``requested``; later ones are ignored.
+
+    Use as a context manager (``with StopRequest() as stop:``) in the main thread. On exit the
+    stop signals stay ignored (``ignore_after``, for a process that is about to end: the second
+    signal of a Ctrl-C under launch must not hit the last lines), or the previous handlers come
+    back. ``request()`` stops the same way from code (a finished job).
+    """
+
+    def __init__(self, *, ignore_after: bool = True) -> None:
+        self.ignore_after = ignore_after
+        self._event = threading.Event()
+        self.signal_name: str | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def request(self, reason: str = "requested") -> None:
+        if not self._event.is_set():
+            self.signal_name = reason
+        self._event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep up to ``timeout`` s, waking early on a stop request; True when requested."""
+        return self._event.wait(timeout)
+
+    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.request(signal.Signals(signum).name)
+
+    def install(self) -> "StopRequest":
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def __enter__(self) -> "StopRequest":
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        if not self.ignore_after:
+            self.restore()
+            return
+        for sig in self._previous:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _raise_interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def interrupt_on_stop_signals() -> None:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt from now on: for a long computation
+    without a loop to check a StopRequest in (the caller catches it and exits 0)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_interrupt)
+
+
+def init_rclpy(args=None, **kwargs) -> None:
+    """``rclpy.init`` without rclpy's SIGINT / SIGTERM handlers (StopRequest owns them)."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO, **kwargs)
+
+
+def spin_until_stopped(executor, stop: StopRequest, *, done: Callable[[], bool] = lambda: False,
+                       period: float = 0.1) -> None:
+    """Spin ``executor`` until a stop request, ``done()``, or the context shuts down.
+
+    Short slices: a Python signal handler runs only when the executor's wait returns.
+    """
+    from rclpy.executors import ExternalShutdownException
+
+    context = executor.context
+    try:
+        while not stop.requested and context.ok() and not done():
+            executor.spin_once(timeout_sec=period)
+    except ExternalShutdownException:
+        pass
