@@ -172,9 +172,14 @@ def test_opencv_samples_flat_layout(tmp_path):
     gt = np.full((10, 16), 2, np.uint8)
     gt[3, 3] = 0
     assert cv2.imwrite(str(tmp_path / "aloeGT.png"), gt)
+    write_rgb(tmp_path / "tsukubaL.png", left)      # a second pair in the same folder
+    write_rgb(tmp_path / "tsukubaR.png", right)
+    assert cv2.imwrite(str(tmp_path / "tsukubaGT.png"), gt)
+    write_rgb(tmp_path / "loneL.png", left)         # no right view: not a pair
     dataset = Middlebury(tmp_path, split="all", layout=layout())
+    assert [dataset.sample_id(i) for i in range(len(dataset))] == ["aloe", "tsukuba"]
     sample = dataset[0]
-    assert dataset.sample_id(0) == "aloe" and sample["meta"]["layout"] == "opencv_samples"
+    assert sample["meta"]["layout"] == "opencv_samples"
     # GT encoded like disp1.png: 16 px wide is third-size by the width rule, so 2 -> 2/3 px.
     assert sample["meta"]["png_disparity_factor"] == 3
     assert sample["disparity"][3, 3] == 0

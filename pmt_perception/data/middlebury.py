@@ -1,6 +1,6 @@
 """Middlebury stereo (disparity only, no labels) in its real on-disk layouts, for evaluation.
 
-One folder per scene; three layouts are recognised by the files a folder holds:
+One folder per scene (OpenCV samples: per pair); three layouts are recognised by the files a folder holds:
 
     2014 / MiddEval3   im0.png, im1.png (left, right), disp0.pfm or disp0GT.pfm (left disparity,
                        float PFM, inf = unknown), calib.txt (cam0, baseline in mm, doffs,
@@ -9,7 +9,7 @@ One folder per scene; three layouts are recognised by the files a folder holds:
                        stored value = disparity x factor), optional dmin.txt
     OpenCV samples     <name>L.jpg|png, <name>R.jpg|png, <name>GT.png: the flat copy of a 2006
                        scene that OpenCV ships (samples/data/aloeL.jpg, aloeR.jpg, aloeGT.png),
-                       GT encoded like disp1.png
+                       GT encoded like disp1.png; one folder may hold several such pairs
 
 The 2005/2006 PNG factor: the site says "disparity values are multiplied by 3 for third-size"
 (and by 2 for half size, by 1 for full size). The factor is decided from the PNG's own width:
@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -182,16 +181,17 @@ class Scene:
     disparity: Path
 
 
-def find_scene(folder: Path, *, right_image: str = "im1.png") -> Scene | None:
-    """The scene stored in `folder`, or None when it holds none of the three layouts."""
+def scenes_in(folder: Path, *, right_image: str = "im1.png") -> list[Scene]:
+    """The scene stored in `folder` (or its OpenCV-style pairs, one per name); [] for none."""
     if (folder / "im0.png").is_file():
         disparity = next((folder / name for name in ("disp0GT.pfm", "disp0.pfm")
                           if (folder / name).is_file()), folder / "disp0GT.pfm")
-        return Scene(folder, LAYOUT_2014, folder / "im0.png", folder / right_image, disparity)
+        return [Scene(folder, LAYOUT_2014, folder / "im0.png", folder / right_image, disparity)]
     if (folder / "view1.png").is_file():
-        return Scene(folder, LAYOUT_2006, folder / "view1.png", folder / "view5.png",
-                     folder / "disp1.png")
-    for path in sorted(folder.glob("*")):
+        return [Scene(folder, LAYOUT_2006, folder / "view1.png", folder / "view5.png",
+                      folder / "disp1.png")]
+    pairs = []
+    for path in sorted(folder.iterdir()):
         match = _FLAT_LEFT.match(path.name)
         if match is None or not path.is_file():
             continue
@@ -199,22 +199,20 @@ def find_scene(folder: Path, *, right_image: str = "im1.png") -> Scene | None:
         right_letter = "R" if path.name[len(name)] == "L" else "r"
         right = folder / f"{name}{right_letter}.{match.group('ext')}"
         if right.is_file():   # a lone *L.jpg is not a stereo pair
-            return Scene(folder, LAYOUT_FLAT, path, right, folder / f"{name}GT.png")
-    return None
+            pairs.append(Scene(folder, LAYOUT_FLAT, path, right, folder / f"{name}GT.png"))
+    return pairs
 
 
 def find_scenes(root: Path, *, right_image: str = "im1.png") -> list[Scene]:
     """Scenes in root itself, in its subfolders, or in their subfolders (first level that has any)."""
-    scene = find_scene(root, right_image=right_image)
-    if scene is not None:
-        return [scene]
+    scenes = scenes_in(root, right_image=right_image)
     level = [root]
     for _depth in range(2):
-        level = sorted(child for folder in level for child in folder.iterdir() if child.is_dir())
-        scenes = [s for s in (find_scene(f, right_image=right_image) for f in level) if s]
         if scenes:
             return scenes
-    return []
+        level = sorted(child for folder in level for child in folder.iterdir() if child.is_dir())
+        scenes = [s for folder in level for s in scenes_in(folder, right_image=right_image)]
+    return scenes
 
 
 class Middlebury(StereoDataset):
@@ -304,30 +302,3 @@ class Middlebury(StereoDataset):
                                  split=self.split, **extra)}
         return rescale_sample(raw, scale)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Summary of the scenes a folder holds, for checking a download: python -m
-    pmt_perception.data.middlebury ROOT [--scale S]."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m pmt_perception.data.middlebury",
-                                     description=main.__doc__.split(":")[0])
-    parser.add_argument("root", type=Path)
-    parser.add_argument("--split", default=ALL_SCENES)
-    parser.add_argument("--scale", type=float, default=1.0)
-    args = parser.parse_args(argv)
-    layout = MiddleburyLayout(scale=args.scale, right_image="im1.png", png_disparity_factor=None,
-                              nonoccluded_only=False)
-    dataset = Middlebury(args.root, split=args.split, layout=layout)
-    for index in range(len(dataset)):
-        raw = dataset.load(index)
-        valid = raw["disparity"] > 0
-        height, width = raw["disparity"].shape
-        print(f"{dataset.sample_id(index)}: {raw['meta']['layout']}, {width}x{height}, "
-              f"GT on {100 * valid.mean():.1f} % of pixels, max "
-              f"{raw['disparity'].max():.1f} px", file=sys.stdout)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
