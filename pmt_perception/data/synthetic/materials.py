@@ -144,7 +144,8 @@ def _leaf_colour(rng: np.random.Generator) -> np.ndarray:
     return hsv_colour(rng.uniform(0.17, 0.33), rng.uniform(0.5, 0.9), rng.uniform(0.45, 0.75))
 
 
-def _leaf_coverage(rng: np.random.Generator, size: int, period: float) -> TextureLayer:
+def leaf_coverage(rng: np.random.Generator, size: int, period: float) -> TextureLayer:
+    """Leaf-card alpha: coverage > 0.5 is leaf, the rest holes (part of the geometry)."""
     coverage = fractal_noise(rng, size, beta=1.2, low=6) + rng.uniform(-0.1, 0.5)  # > 0 is leaf
     return _layer((coverage > 0).astype(np.float32)[..., None], size / period)
 
@@ -158,7 +159,7 @@ def vegetation(rng: np.random.Generator, size: int, *, texture_poor: bool) -> Ma
     if texture_poor:
         image = two_colour(0.5 + POOR_CONTRAST * leaves, dark, light)
     period = rng.uniform(0.25, 0.6)
-    return Material(layers=[_layer(image, size / period)], alpha=_leaf_coverage(rng, size, period))
+    return Material(layers=[_layer(image, size / period)], alpha=leaf_coverage(rng, size, period))
 
 
 def pole(rng: np.random.Generator, size: int, *, texture_poor: bool) -> Material:
@@ -183,8 +184,9 @@ PHOTO_PERIOD_M = {"ground": (0.6, 3.0), "wall": (0.8, 4.0), "box": (0.3, 1.5), "
 
 def photo_material(class_name: str, rng: np.random.Generator, library: PhotoLibrary, *, size: int,
                    settings: TextureSettings) -> Material:
-    """A material from a crop of a real photograph (photos.py); vegetation keeps its leaf holes
-    and a green tint, the ground a macro brightness layer like its procedural recipes."""
+    """A material from a crop of a real photograph (photos.py). Vegetation gets a green tint and
+    no holes yet (scene.py cuts them with `leaf_coverage`, the same with and without photos);
+    the ground a macro brightness layer like its procedural recipes."""
     if class_name not in PHOTO_PERIOD_M:
         raise ValueError(f"no photo material for class {class_name!r}; known: {sorted(PHOTO_PERIOD_M)}")
     tint = _leaf_colour(rng) if class_name == "vegetation" else None
@@ -192,8 +194,7 @@ def photo_material(class_name: str, rng: np.random.Generator, library: PhotoLibr
     layers = [_layer(photo_texture(rng, library, size, settings, tint), size / period)]
     if class_name == "ground":
         layers.append(_macro(rng, size, strength=0.15, period_m=rng.uniform(8.0, 20.0)))
-    alpha = _leaf_coverage(rng, size, period) if class_name == "vegetation" else None
-    return Material(layers=layers, alpha=alpha)
+    return Material(layers=layers)
 
 
 def make_material(class_name: str, rng: np.random.Generator, *, size: int, texture_poor: bool) -> Material:

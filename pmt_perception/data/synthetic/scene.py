@@ -19,7 +19,7 @@ import numpy as np
 from .camera import StereoRig
 from .classes import CLASS_ID
 from .geometry import Box, Cylinder, Plane, Sphere
-from .materials import make_material, photo_material
+from .materials import leaf_coverage, make_material, photo_material
 from .photo_cache import PhotoLibrary
 from .settings import GeneratorSettings
 from .textures import Material, hsv_colour
@@ -120,11 +120,15 @@ def _material(rng, settings: GeneratorSettings, name: str, photos: PhotoLibrary 
     texture_poor = rng.uniform() < settings.scene.texture_poor_fraction
     use_photo = rng.uniform() < textures.photo_fraction
     shiny = rng.uniform() < textures.specular_fraction and name in SHINY_CLASSES
-    recipe_rng = rng.spawn(1)[0]
+    leaf_period = rng.uniform(0.25, 0.6)
+    recipe_rng, leaf_rng = rng.spawn(2)
     if photos is not None and use_photo and not texture_poor and name != "sky":
         material = photo_material(name, recipe_rng, photos, size=size, settings=textures)
     else:
         material = make_material(name, recipe_rng, size=size, texture_poor=texture_poor)
+    if name == "vegetation":
+        # Leaf holes are geometry: drawn from their own stream, the same with and without photos.
+        material.alpha = leaf_coverage(leaf_rng, size, leaf_period)
     if shiny:
         material.specular = float(rng.uniform(*textures.specular_strength))
         material.shininess = float(rng.uniform(*textures.shininess))
