@@ -92,7 +92,8 @@ def generate_pair(settings: GeneratorSettings, *, seed: Seed, size: tuple[int, i
     """A random scene for `seed` rendered at `size` (H, W; default settings.size).
 
     Deterministic: the same settings, seed, size and photo cache give the same pair, bit for bit.
-    `noise=False` leaves out sensor noise (tests of photometric consistency use it). Photo
+    `noise=False` gives ideal sensors: no sensor noise, and the right view developed exactly like
+    the left (no gain/colour/gamma mismatch); tests of photometric consistency use it. Photo
     textures come from `settings.textures.photo_dir` when it holds photos (photo_cache.py);
     the layout and ground truth of a seed do not depend on whether it does.
     """
@@ -103,6 +104,8 @@ def generate_pair(settings: GeneratorSettings, *, seed: Seed, size: tuple[int, i
     scene = sample_scene(layout_rng, settings, rig, open_library(settings.textures.photo_dir))
     response = CameraResponse.sample(response_rng, settings.photometric,
                                      width_scale=size[1] / settings.scene.reference_width)
+    if not noise:
+        response = dataclasses.replace(response, right_gain=(1.0, 1.0, 1.0), right_gamma=1.0)
     return render_pair(scene, rig, response, seed=seed, noise_rng=noise_rng if noise else None)
 
 
