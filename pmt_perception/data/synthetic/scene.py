@@ -253,6 +253,21 @@ def _add_poles(rng, placer, materials, crowns, count, out) -> None:
             _add_bush(rng, placer, crowns[rng.integers(len(crowns))], top, crown_radius, out)
 
 
+# The sky recipe (materials.sky) sizes its gradient and clouds in metres for a backdrop about
+# this far; the backdrop's distance varies with the rig, so they are scaled with it.
+SKY_DESIGN_DISTANCE_M = 90.0
+
+
+def _scaled_sky(material: Material, factor: float) -> Material:
+    """The same sky seen at `factor` times the design distance: metres on it scale by `factor`."""
+    for layer in material.layers:
+        layer.texels_per_metre /= factor
+    if material.gradient is not None:
+        v0, v1, start, end = material.gradient
+        material.gradient = (v0 * factor, v1 * factor, start, end)
+    return material
+
+
 FLOATER_SHAPES = ("box", "sphere", "cylinder")
 
 
@@ -297,10 +312,11 @@ def sample_scene(rng: np.random.Generator, settings: GeneratorSettings, rig: Ste
         low, high = getattr(scene_settings, name)
         return int(rng.integers(low, high + 1))
 
-    backdrop_distance = rng.uniform(*scene_settings.backdrop_distance_m)
+    backdrop_distance = placer.depth_for(rng.uniform(*scene_settings.backdrop_disparity_px))
+    sky = _scaled_sky(_material(material_rng, settings, "sky", photos), backdrop_distance / SKY_DESIGN_DISTANCE_M)
     ground_axis_u = placer.right
     primitives: list = [
-        Plane(CLASS_ID["sky"], _material(material_rng, settings, "sky", photos), normal=np.array([0.0, 0.0, 1.0]),
+        Plane(CLASS_ID["sky"], sky, normal=np.array([0.0, 0.0, 1.0]),
               offset=backdrop_distance, axis_u=np.array([1.0, 0.0, 0.0]), axis_v=np.array([0.0, 1.0, 0.0])),
         Plane(CLASS_ID["ground"], _material(material_rng, settings, "ground", photos), normal=placer.down,
               offset=placer.height, axis_u=ground_axis_u, axis_v=np.cross(placer.down, ground_axis_u)),

@@ -55,7 +55,9 @@ class SceneSettings:
     camera_height_m: Range
     camera_pitch_deg: Range
     camera_roll_deg: Range
-    backdrop_distance_m: Range
+    # The backdrop ("sky") plane's disparity: its distance follows from the scene's fx * B, so it
+    # stays behind every object (object_disparity_px starts above it) whatever the rig.
+    backdrop_disparity_px: Range
     walls: CountRange
     boxes: CountRange
     spheres: CountRange
@@ -77,7 +79,7 @@ class SceneSettings:
 
     def __post_init__(self) -> None:
         for name in ("object_disparity_px", "camera_height_m", "camera_pitch_deg", "camera_roll_deg",
-                     "backdrop_distance_m", "thin_width_px", "floater_disparity_px", "floater_size_px"):
+                     "backdrop_disparity_px", "thin_width_px", "floater_disparity_px", "floater_size_px"):
             _check_range(self, name)
         _check_range(self, "disparity_range_scale", lower=0.01)
         for name in ("walls", "boxes", "spheres", "cylinders", "bushes", "leaves_per_bush", "poles",
@@ -85,6 +87,8 @@ class SceneSettings:
             _check_range(self, name, lower=0)
         if self.disparity_range_scale[1] > 1.0:
             raise ValueError("scene.disparity_range_scale must stay <= 1 (it only narrows ranges)")
+        if self.backdrop_disparity_px[0] <= 0 or self.backdrop_disparity_px[1] >= self.object_disparity_px[0]:
+            raise ValueError("scene.backdrop_disparity_px must be > 0 and below object_disparity_px")
         if self.object_disparity_px[1] > self.max_disparity_px:
             raise ValueError("scene.object_disparity_px must stay below scene.max_disparity_px")
         if self.floater_disparity_px[1] > self.max_disparity_px:
