@@ -258,6 +258,11 @@ def test_focal_length_and_baseline_vary_per_scene_and_disparity_stays_in_bounds(
         baseline.append(pair.rig.baseline)
         largest.append(pair.disparity.max())
         assert pair.disparity.max() <= limit * 1.0001 and (pair.disparity > 0).all()
+        # The backdrop stays a far plane behind every object, whatever fx and B are.
+        sky = pair.labels == CLASS_ID["sky"]
+        low_px, high_px = (d * width / settings.scene.reference_width for d in settings.scene.backdrop_disparity_px)
+        assert low_px * 0.999 <= pair.disparity[sky].min() and pair.disparity[sky].max() <= high_px * 1.001
+        assert pair.disparity[~sky].min() >= pair.disparity[sky].max() * 0.999  # a fronto-parallel plane
     low, high = settings.camera.focal_per_width
     assert low <= min(focal) and max(focal) <= high and np.ptp(focal) > 0.05 * (high - low)
     low, high = settings.camera.baseline_m

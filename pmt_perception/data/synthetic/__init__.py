@@ -1,6 +1,8 @@
 """Synthetic stereo scenes with exact ground truth, rendered by ray casting (see DESIGN.md and
 config/data/synthetic.yaml). Entry points: `generate_pair`, `SyntheticStereo`, `SyntheticFolder`,
-`write_folder`, `load_generator_settings`."""
+`write_folder`, `load_generator_settings`. Surfaces are textured with crops of real photographs
+(photos.py) from a cache that `pmt-fetch-textures` fills once (photo_cache.py, fetch_textures.py),
+or procedurally (materials.py) without it."""
 from __future__ import annotations
 
 import os
