@@ -81,13 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"out": str(args.out), "count": args.num, "size": list(size), "seed": args.seed,
                "split": args.split, "seconds": round(elapsed, 3),
                "pairs_per_second": round(args.num / elapsed, 3),
-               "disparity_scale": description["disparity_scale"], "disparity_px": percentiles}
+               "disparity_scale": description["disparity_scale"], "disparity_px": percentiles,
+               "photo_textures": len(description["photo_textures"])}
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"\n[pmt-synth] wrote {args.num} pairs ({size[0]}x{size[1]}) to {args.out} "
               f"in {elapsed:.1f} s ({summary['pairs_per_second']} pairs/s); disparity "
-              f"p50 {percentiles['p50']:.1f} p95 {percentiles['p95']:.1f} max {percentiles['max']:.1f} px",
+              f"p50 {percentiles['p50']:.1f} p95 {percentiles['p95']:.1f} max {percentiles['max']:.1f} px; "
+              f"{summary['photo_textures'] or 'no'} photos as textures",
               file=sys.stderr)
     return 0
 

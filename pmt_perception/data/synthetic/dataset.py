@@ -3,7 +3,8 @@
 On-disk layout written by `write_folder` (and `pmt-synth`):
 
     DIR/dataset.json          format, class names, palette, size, count, seed, split,
-                              disparity_scale, and the generator settings used
+                              disparity_scale, the generator settings used, and the names
+                              of the cached photos the textures came from (photo_textures)
     DIR/left/000000.png       RGB, 8 bit
     DIR/right/000000.png      RGB, 8 bit
     DIR/disparity/000000.png  uint16 = round(disparity * disparity_scale), 0 = no ground truth
@@ -30,6 +31,7 @@ from ..io import (decode_disparity_png, encode_disparity_png, read_json, read_pn
                   write_json_atomic, write_png_atomic)
 from .classes import CLASS_NAMES, PALETTE
 from .generator import SyntheticPair, generate_pair, sample_seed
+from .photo_cache import open_library
 from .settings import GeneratorSettings, check_size
 
 FORMAT = "pmt_synthetic"
@@ -61,6 +63,8 @@ class SyntheticStereo(StereoDataset):
         sample_seed(settings.seed, split, 0)  # validates the split name
         self.settings, self.split, self.length = settings, split, int(length)
         self.size = check_size(size or settings.size)
+        # Open the photo cache here, so a missing one is reported once, not by every worker.
+        open_library(settings.textures.photo_dir)
 
     def __len__(self) -> int:
         return self.length
@@ -116,9 +120,11 @@ def write_folder(directory: str | Path, settings: GeneratorSettings, *, count: i
         write_sample(directory, f"{index:06d}", pair, disparity_scale=scale)
         if on_sample is not None:
             on_sample(index, pair)
+    library = open_library(settings.textures.photo_dir)
     description = {"format": FORMAT, "version": FORMAT_VERSION, "class_names": list(CLASS_NAMES),
                    "palette": PALETTE.tolist(), "size": list(size), "count": count, "seed": seed,
-                   "split": split, "disparity_scale": scale, "generator": to_plain(settings)}
+                   "split": split, "disparity_scale": scale, "generator": to_plain(settings),
+                   "photo_textures": sorted(p.name for p in library.paths) if library else []}
     write_json_atomic(directory / "dataset.json", description)
     return description
 
