@@ -1,52 +1,113 @@
-"""Inference speed benchmark: variant x precision x backend x resolution, plus classical and
-two-network baselines, measured in one run.
+"""CPU inference benchmark: every PMT variant on every runtime (backend x precision), the
+classical and two-network baselines, side by side in ONE run, batch 1.
 
-    .venv/bin/python bench/inference.py                 # default table (~10 min on 2 cores)
-    .venv/bin/python bench/inference.py --quick         # 256x512 and 480x720 only
-    .venv/bin/python bench/inference.py --markdown bench/RESULTS.md   # also append the table
+    .venv/bin/python bench/inference.py --quick                       # 480x720 only (~15 min on 2 cores)
+    .venv/bin/python bench/inference.py                               # + compile, other sizes, DeepLabV3
+    .venv/bin/python bench/inference.py --quick --markdown bench/RESULTS.md   # also append the table
+    .venv/bin/python bench/inference.py --only edge/                  # substring filter on the row name
 
-Each row runs in a fresh subprocess so its peak RSS is its own. Times are the median of N
-predictions after warm-up, through the Predictor (pre/post-processing included) and the
-model alone; GFLOP is counted on the meta device (pmt-info).
+Rows: each variant in config/model/ (paper, fast, fast_mobile, edge once it exists) on eager fp32,
+eager bf16 and openvino bf16 (only where the CPU has native bf16: avx512_bf16 / AMX; emulated
+bf16 is slower than fp32 and is skipped), onnxruntime fp32, openvino fp32, and (full run)
+torch.compile at the auto precision; the row `auto` resolves to is marked. Baselines: OpenCV
+StereoSGBM (stereo_image_proc defaults, and tuned) and the two-network alternative, torchvision
+LR-ASPP MobileNetV3-Large + tuned SGBM, on the same runtimes (random weights: speed only).
+
+Each row runs in a fresh subprocess, so its peak RSS (getrusage maxrss) is its own. Times are
+the median of N calls after one warm-up call, through `Predictor.predict` (uint8 in, labels +
+disparity out: pre/post-processing included); "model s" is the forward alone; "setup s" is
+building the runtime (ONNX export, graph compilation) plus the first call. GFLOP: pmt-info's
+count on the meta device. The machine's load average before and after is recorded: numbers
+from a busy machine are indicative only.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import json
+import os
 import platform
 import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# (kind, variant, precision, backend, size, repeats)
-DEFAULT_ROWS = [
-    ("pmt", "paper", "fp32", "eager-unfolded", (480, 720), 2),
-    ("pmt", "paper", "fp32", "eager", (480, 720), 2),
-    ("pmt", "paper", "bf16", "eager", (480, 720), 3),
-    ("pmt", "fast", "fp32", "eager", (480, 720), 3),
-    ("pmt", "fast", "bf16", "eager", (256, 512), 5),
-    ("pmt", "fast", "bf16", "eager", (480, 720), 5),
-    ("pmt", "fast", "bf16", "eager", (1024, 2048), 2),
-    ("pmt", "fast", "fp32", "onnxruntime", (480, 720), 3),
-    ("pmt", "fast_mobile", "bf16", "eager", (480, 720), 5),
-    ("sgbm", "stereo_image_proc", "-", "opencv", (480, 720), 5),
-    ("sgbm", "tuned", "-", "opencv", (480, 720), 5),
-    ("two_nets", "lraspp_mobilenet_v3_large+sgbm", "bf16", "eager", (480, 720), 5),
-    ("two_nets", "deeplabv3_resnet50+sgbm", "bf16", "eager", (480, 720), 3),
-]
-QUICK_SIZES = {(256, 512), (480, 720)}
+from pmt_perception.config import load_model_config  # noqa: E402  (after the path insert)
+from pmt_perception.inference import (Predictor, backend_available, cpu_flags,  # noqa: E402
+                                      cpu_has_native_bf16, resolve_runtime)
+from pmt_perception.info import count_gflops  # noqa: E402
+from pmt_perception.network import build_model  # noqa: E402
+
+VARIANTS = ("paper", "fast", "fast_mobile", "edge")   # those with a config/model/*.yaml run
+MAIN_SIZE = (480, 720)
+# Full run only: the resolution / frame-rate trade-off of the auto runtime (docs/performance.md).
+EXTRA_SIZES = ((256, 512), (360, 640), (720, 1280))
+TWO_NETS = "lraspp_mobilenet_v3_large+sgbm"
 
 
+def available_variants() -> list[str]:
+    return [v for v in VARIANTS if (ROOT / "config" / "model" / f"{v}.yaml").is_file()]
+
+
+def runtimes(native_bf16: bool, *, quick: bool) -> list[tuple[str, str]]:
+    """(backend, precision) pairs worth timing on this CPU."""
+    rows = [("eager", "fp32")]
+    if native_bf16:
+        rows.append(("eager", "bf16"))
+    rows += [("onnxruntime", "fp32"), ("openvino", "fp32")]
+    if native_bf16:
+        rows.append(("openvino", "bf16"))
+    if not quick:
+        rows.append(("compile", "bf16" if native_bf16 else "fp32"))
+    return rows
+
+
+def plan(*, quick: bool, native_bf16: bool, installed: set[str]) -> list[dict]:
+    """Every row of one run: dicts with kind, variant, backend, precision, size, repeats."""
+    usable = [(b, p) for b, p in runtimes(native_bf16, quick=quick)
+              if b in ("eager", "compile") or b in installed]
+    rows = []
+    for variant in available_variants():
+        repeats = 2 if variant == "paper" else (3 if quick else 5)
+        for backend, precision in usable:
+            rows.append(dict(kind="pmt", variant=variant, backend=backend, precision=precision,
+                             size=MAIN_SIZE, repeats=repeats))
+    for setting in ("stereo_image_proc", "tuned"):
+        rows.append(dict(kind="sgbm", variant=setting, backend="opencv", precision="-",
+                         size=MAIN_SIZE, repeats=5))
+    for backend, precision in usable:
+        if backend != "compile":
+            rows.append(dict(kind="two_nets", variant=TWO_NETS, backend=backend,
+                             precision=precision, size=MAIN_SIZE, repeats=5))
+    if not quick:
+        rows.append(dict(kind="two_nets", variant="deeplabv3_resnet50+sgbm", backend="eager",
+                         precision="bf16" if native_bf16 else "fp32", size=MAIN_SIZE, repeats=3))
+        for variant in available_variants():
+            if variant != "paper":
+                for size in EXTRA_SIZES:
+                    rows.append(dict(kind="pmt", variant=variant, backend="auto", precision="auto",
+                                     size=size, repeats=3))
+    return rows
+
+
+def row_name(row: dict) -> str:
+    return f"{row['kind']}/{row['variant']}/{row['backend']}/{row['precision']}"
+
+
+# ----------------------------------------------------------------------------- one row (child)
 def stereo_pair(size):
-    import numpy as np
     rng = np.random.default_rng(0)
     left = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
     return left, np.roll(left, -16, axis=1)
@@ -63,36 +124,28 @@ def time_calls(call, repeats, warmup=1):
     return statistics.median(samples)
 
 
-def run_pmt(variant, precision, backend, size, repeats):
-    import torch
-    from pmt_perception.config import load_model_config
-    from pmt_perception.export import export_onnx
-    from pmt_perception.inference import Predictor
-    from pmt_perception.info import count_gflops
-    from pmt_perception.network import build_model
+def run_pmt(variant, backend, precision, size, repeats):
 
     torch.manual_seed(0)
     config = load_model_config(variant)
     model = build_model(config).eval()
-    source = model
-    if backend == "onnxruntime":
-        source = export_onnx(model, Path(tempfile.mkdtemp()) / "m.onnx", size=size)
-    # "eager-unfolded": the plain published graph, BatchNorm not folded into the convolutions.
-    predictor = Predictor(source, device="cpu", precision=precision, compile=backend == "compile",
-                          fold_bn=backend != "eager-unfolded")
     left, right = stereo_pair(size)
-    warmup = predictor.warmup(size, iterations=1)
+    start = time.perf_counter()
+    predictor = Predictor(model, device="cpu", backend=backend, precision=precision)
+    del model
+    predictor.predict(left, right)
+    setup = time.perf_counter() - start
     timings = []
     total = time_calls(lambda: timings.append(predictor.predict(left, right).timings), repeats, 0)
     model_s = statistics.median(t["model"] for t in timings)
     overhead = statistics.median(t["pre"] + t["post"] for t in timings)
     gflop = count_gflops(config, size)["total"]
     return {"seconds": total, "model_seconds": model_s, "overhead_seconds": overhead,
-            "gflop": gflop, "gflops_per_s": gflop / model_s, "warmup_seconds": warmup}
+            "gflop": gflop, "gflops_per_s": gflop / model_s, "setup_seconds": setup,
+            "runtime": predictor.describe()}
 
 
 def sgbm_matcher(setting):
-    import cv2
     if setting == "stereo_image_proc":
         # stereo_image_proc's SGBM defaults: window 15, 64 disparities, uniqueness 15,
         # speckle 100/4, P1=200, P2=400, disp12MaxDiff 0, prefilter cap 31.
@@ -107,7 +160,6 @@ def sgbm_matcher(setting):
 
 
 def run_sgbm(setting, size, repeats):
-    import cv2
     left, right = stereo_pair(size)
     grey = [cv2.cvtColor(i, cv2.COLOR_RGB2GRAY) for i in (left, right)]
     matcher = sgbm_matcher(setting)
@@ -115,114 +167,227 @@ def run_sgbm(setting, size, repeats):
     return {"seconds": seconds, "model_seconds": seconds}
 
 
-def run_two_nets(name, precision, size, repeats):
-    import torch
-    import torchvision
-    from torch.utils.flop_counter import FlopCounterMode
+class SegmentationOnly(torch.nn.Module):
+    """torchvision segmentation net -> its `out` logits (exporters want tensors)."""
 
-    seg_name = name.split("+")[0]
-    net = torchvision.models.get_model(seg_name, weights=None, weights_backbone=None,
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image):
+        return self.net(image)["out"]
+
+
+def segmenter(net, backend, precision, size):
+    """A callable image (1x3xHxW float) -> logits tensor on `backend`."""
+    wrapped = SegmentationOnly(net).eval()
+    if backend == "eager":
+        wrapped = wrapped.to(memory_format=torch.channels_last)
+
+        def call(image):
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                        enabled=precision == "bf16"):
+                return wrapped(image.contiguous(memory_format=torch.channels_last)).float()
+        return call
+    buffer = io.BytesIO()
+    torch.onnx.export(wrapped, (torch.rand(1, 3, *size),), buffer, input_names=["image"],
+                      output_names=["out"], opset_version=17, dynamo=False)
+    if backend == "onnxruntime":
+        import onnxruntime as ort  # optional dependency seam
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(buffer.getvalue(), sess_options=options,
+                                       providers=["CPUExecutionProvider"])
+        return lambda image: torch.from_numpy(session.run(None, {"image": image.numpy()})[0])
+    import openvino as ov  # optional dependency seam
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(io.BytesIO(buffer.getvalue())), "CPU", {
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    request = compiled.create_infer_request()
+    return lambda image: torch.from_numpy(np.asarray(request.infer({"image": image.numpy()})[0]))
+
+
+def run_two_nets(name, backend, precision, size, repeats):
+
+    net = torchvision.models.get_model(name.split("+")[0], weights=None, weights_backbone=None,
                                        num_classes=19).eval()
     left, right = stereo_pair(size)
-    image = torch.from_numpy(left).permute(2, 0, 1).float().div(255).unsqueeze(0)
-    matcher = sgbm_matcher("tuned")
-    import cv2
     grey = [cv2.cvtColor(i, cv2.COLOR_RGB2GRAY) for i in (left, right)]
-
-    def segment():
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
-                                                    enabled=precision == "bf16"):
-            return net(image)["out"].argmax(1)
+    matcher = sgbm_matcher("tuned")
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
-        net(image)
-    seg_s = time_calls(segment, repeats)
+        net(torch.zeros(1, 3, *size))
+    start = time.perf_counter()
+    run = segmenter(net, backend, precision, size)
+
+    def segment():  # the same pre/post work as the Predictor: uint8 -> float, argmax -> uint8
+        image = torch.from_numpy(left).permute(2, 0, 1).float().div_(255).unsqueeze(0)
+        return run(image)[0].max(0).indices.to(torch.uint8).numpy()
+    segment()
+    setup = time.perf_counter() - start
+    seg_s = time_calls(segment, repeats, 0)
     sgbm_s = time_calls(lambda: matcher.compute(*grey), repeats)
     gflop = counter.get_total_flops() / 1e9
     return {"seconds": seg_s + sgbm_s, "model_seconds": seg_s, "gflop": gflop,
-            "gflops_per_s": gflop / seg_s, "sgbm_seconds": sgbm_s}
+            "gflops_per_s": gflop / seg_s, "sgbm_seconds": sgbm_s, "setup_seconds": setup,
+            "runtime": f"{backend} {precision}"}
 
 
-def run_row(kind, variant, precision, backend, size, repeats):
-    import torch
+def run_row(row: dict) -> dict:
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    if kind == "pmt":
-        result = run_pmt(variant, precision, backend, size, repeats)
-    elif kind == "sgbm":
-        result = run_sgbm(variant, size, repeats)
+    size = tuple(row["size"])
+    if row["kind"] == "pmt":
+        result = run_pmt(row["variant"], row["backend"], row["precision"], size, row["repeats"])
+    elif row["kind"] == "sgbm":
+        result = run_sgbm(row["variant"], size, row["repeats"])
     else:
-        result = run_two_nets(variant, precision, size, repeats)
+        result = run_two_nets(row["variant"], row["backend"], row["precision"], size, row["repeats"])
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+# ----------------------------------------------------------------------------- report (parent)
+def machine() -> dict:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = cpu_flags()
+    isa = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
+    bf16 = ", ".join(sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16"))) or "no native bf16"
+    versions = {}
+    for module in ("torch", "onnxruntime", "openvino"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            versions[module] = "not installed"
+    return {"cpu": name, "cores": os.cpu_count(), "isa": isa, "bf16": bf16,
+            "native_bf16": cpu_has_native_bf16(), "versions": versions}
 
 
 def fmt(value, spec):
     return format(value, spec) if isinstance(value, (int, float)) else "-"
 
 
-def markdown_table(rows, command):
-    lines = [f"### Inference speed ({datetime.date.today()}, `{command}`)", "",
-             f"Machine: {platform.processor() or platform.machine()}, "
-             f"{__import__('os').cpu_count()} cores, no GPU; torch "
-             f"{__import__('torch').__version__}. Batch 1, one stereo pair; median of N.", "",
-             "| model | variant | precision | backend | size | s/frame | model s | overhead | GFLOP | GFLOP/s | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+def markdown_table(rows, *, command, info, load_before, load_after, auto):
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    lines = [f"### CPU inference, all variants x runtimes ({datetime.date.today()})", "",
+             f"Command: `{command}`  ",
+             f"Machine: {info['cpu']}, {info['cores']} cores, {info['isa']}, {info['bf16']}, no GPU; "
+             f"{versions}.  ",
+             f"Load average (1 min) before / after: {load_before:.1f} / {load_after:.1f}"
+             f"{' (busy machine: indicative only)' if max(load_before, load_after) > 1.5 else ''}.  ",
+             f"`auto` on this machine: {auto[0]} {auto[1]} (marked *). Batch 1, one stereo pair; "
+             "median of N after one warm-up.", "",
+             "| model | variant | backend | precision | size | s/frame | model s | overhead | "
+             "setup s | GFLOP | GFLOP/s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         r = row["result"]
         overhead = r.get("overhead_seconds")
         overhead_pct = f"{100 * overhead / r['model_seconds']:.1f} %" if overhead is not None else "-"
-        lines.append(f"| {row['kind']} | {row['variant']} | {row['precision']} | {row['backend']} | "
-                     f"{row['size'][0]}x{row['size'][1]} | {fmt(r.get('seconds'), '.3f')} | "
-                     f"{fmt(r.get('model_seconds'), '.3f')} | {overhead_pct} | "
+        mark = " *" if (row["kind"], row["backend"], row["precision"]) == ("pmt", *auto) else ""
+        lines.append(f"| {row['kind']} | {row['variant']} | {row['backend']}{mark} | "
+                     f"{row['precision']} | {row['size'][0]}x{row['size'][1]} | "
+                     f"{fmt(r.get('seconds'), '.3f')} | {fmt(r.get('model_seconds'), '.3f')} | "
+                     f"{overhead_pct} | {fmt(r.get('setup_seconds'), '.1f')} | "
                      f"{fmt(r.get('gflop'), '.1f')} | {fmt(r.get('gflops_per_s'), '.0f')} | "
                      f"{fmt(r.get('peak_rss_mb'), '.0f')} |")
     return "\n".join(lines) + "\n"
 
 
+def summary(rows) -> list[str]:
+    """The issue's comparisons, from this run's rows at 480x720."""
+    main = [r for r in rows if tuple(r["size"]) == MAIN_SIZE]
+
+    def best(predicate):
+        candidates = [r for r in main if predicate(r)]
+        return min(candidates, key=lambda r: r["result"]["seconds"]) if candidates else None
+
+    def label(r):
+        return f"{r['variant']} {r['backend']} {r['precision']} {r['result']['seconds']:.3f} s/frame"
+
+    lines = []
+    for variant in available_variants():
+        row = best(lambda r, v=variant: r["kind"] == "pmt" and r["variant"] == v)
+        if row:
+            lines.append(f"best {variant}: {row['backend']} {row['precision']} "
+                         f"{row['result']['seconds']:.3f} s/frame ({1 / row['result']['seconds']:.1f} Hz)")
+    two = best(lambda r: r["kind"] == "two_nets" and r["variant"] == TWO_NETS)
+    edge = best(lambda r: r["kind"] == "pmt" and r["variant"] == "edge")
+    mobile_bf16 = best(lambda r: r["variant"] == "fast_mobile" and r["backend"] == "eager"
+                       and r["precision"] == "bf16")
+    mobile = best(lambda r: r["kind"] == "pmt" and r["variant"] == "fast_mobile")
+    if two:
+        lines.append(f"two-network alternative (best runtime): {label(two)}")
+    if edge and two:
+        ratio = edge["result"]["seconds"] / two["result"]["seconds"]
+        lines.append(f"edge / two-network = {ratio:.2f} (target <= 0.80): "
+                     f"{'met' if ratio <= 0.8 else 'NOT met'}")
+    for reference, name in ((mobile_bf16, "fast_mobile eager bf16"), (mobile, "fast_mobile best")):
+        if edge and reference:
+            speedup = reference["result"]["seconds"] / edge["result"]["seconds"]
+            lines.append(f"edge speed-up over {name} = {speedup:.2f}x (target >= 2 vs bf16)")
+    if edge:
+        lines.append(f"edge best <= 40 ms (goal beyond): {edge['result']['seconds'] <= 0.040}")
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="only 256x512 and 480x720")
-    parser.add_argument("--only", default=None, help="substring filter on 'kind/variant/precision/backend'")
+    parser.add_argument("--quick", action="store_true",
+                        help="480x720 only, no torch.compile / DeepLabV3 rows, fewer repeats")
+    parser.add_argument("--only", default=None,
+                        help="substring filter on 'kind/variant/backend/precision'")
     parser.add_argument("--markdown", default=None, help="append the table to this file")
     parser.add_argument("--json", default=None, help="write all rows as JSON here")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per row")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one row
     args = parser.parse_args(argv)
     if args.one:
-        kind, variant, precision, backend, h, w, repeats = json.loads(args.one)
-        print(json.dumps(run_row(kind, variant, precision, backend, (h, w), repeats)))
+        print(json.dumps(run_row(json.loads(args.one))))
         return 0
+    info = machine()
+    installed = {b for b in ("onnxruntime", "openvino") if backend_available(b)}
+    auto = resolve_runtime("auto", "auto", torch.device("cpu"))
+    load_before = os.getloadavg()[0]
     rows = []
-    for kind, variant, precision, backend, size, repeats in DEFAULT_ROWS:
-        if args.quick and size not in QUICK_SIZES:
+    for row in plan(quick=args.quick, native_bf16=info["native_bf16"], installed=installed):
+        if args.only and args.only not in row_name(row):
             continue
-        if args.only and args.only not in f"{kind}/{variant}/{precision}/{backend}":
+        try:
+            done = subprocess.run([sys.executable, __file__, "--one", json.dumps(row)],
+                                  capture_output=True, text=True, cwd=ROOT, timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            print(f"TIMEOUT {row_name(row)} after {args.timeout:.0f} s", file=sys.stderr)
             continue
-        spec = json.dumps([kind, variant, precision, backend, *size, repeats])
-        done = subprocess.run([sys.executable, __file__, "--one", spec], capture_output=True,
-                              text=True, cwd=ROOT)
         if done.returncode != 0:
-            print(f"FAILED {spec}:\n{done.stderr[-2000:]}", file=sys.stderr)
+            print(f"FAILED {row_name(row)}:\n{done.stderr[-2000:]}", file=sys.stderr)
             continue
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        rows.append({"kind": kind, "variant": variant, "precision": precision,
-                     "backend": backend, "size": list(size), "result": result})
-        print(f"{kind:9s} {variant:28s} {precision:5s} {backend:12s} {size[0]}x{size[1]:<5d} "
-              f"{result['seconds']:.3f} s/frame  (model {result['model_seconds']:.3f} s, "
-              f"peak RSS {result['peak_rss_mb']:.0f} MB)", flush=True)
-    table = markdown_table(rows, "python bench/inference.py " + " ".join(argv or sys.argv[1:]))
+        row["result"] = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        r = row["result"]
+        print(f"{row['kind']:8s} {row['variant']:30s} {row['backend']:11s} {row['precision']:5s} "
+              f"{row['size'][0]}x{row['size'][1]:<5d} {r['seconds']:.3f} s/frame (model "
+              f"{r['model_seconds']:.3f} s, setup {r.get('setup_seconds', 0):.1f} s, "
+              f"peak RSS {r['peak_rss_mb']:.0f} MB)", flush=True)
+    command = "python bench/inference.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    table = markdown_table(rows, command=command, info=info, load_before=load_before,
+                           load_after=os.getloadavg()[0], auto=auto)
+    notes = summary(rows)
     print(table)
-    paper = next((r for r in rows if r["variant"] == "paper" and r["precision"] == "fp32"), None)
-    fast = [r for r in rows if r["variant"].startswith("fast") and tuple(r["size"]) == (480, 720)]
-    if paper and fast:
-        best = min(fast, key=lambda r: r["result"]["seconds"])
-        ratio = paper["result"]["seconds"] / best["result"]["seconds"]
-        print(f"best fast at 480x720: {best['variant']} {best['precision']} {best['backend']} "
-              f"{best['result']['seconds']:.3f} s/frame = {ratio:.1f}x faster than paper fp32 eager")
+    print("\n".join(notes))
     if args.markdown:
         with open(args.markdown, "a", encoding="utf-8") as handle:
-            handle.write("\n" + table)
+            handle.write("\n" + table + "\n" + "\n".join(f"- {line}" for line in notes) + "\n")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps({"machine": info, "auto": auto, "rows": rows},
+                                              indent=2))
     return 0
 
 

@@ -1,13 +1,16 @@
 """pmt-export: a checkpoint -> ONNX (dynamic batch, H, W) / TorchScript / TensorRT engine.
 
 The ONNX file carries the model config, class names and palette as metadata, so the
-Predictor can run it through ONNX Runtime (`Predictor("model.onnx")`) with nothing else.
-Every ONNX export is checked against PyTorch on fresh inputs and the max abs difference
-of each output is reported.
+Predictor can run it through ONNX Runtime (`Predictor("model.onnx")`) or OpenVINO with
+nothing else. Every ONNX export is checked against PyTorch on fresh inputs and the max abs
+difference of each output is reported. The Predictor's onnxruntime / openvino backends use
+the same export in memory (`export_onnx_bytes`) and the runners below.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import io
 import json
 import os
 import sys
@@ -42,24 +45,56 @@ class ExportWrapper(nn.Module):
 def export_onnx(model: PMTNet, path: str | os.PathLike, *, size: tuple[int, int],
                 opset: int = 17, metadata: Optional[dict] = None) -> Path:
     """Trace at `size`; batch, H and W stay dynamic (any size the network accepts)."""
+    path = Path(path)
+    data = export_onnx_bytes(model, size=size, opset=opset, metadata=metadata)
+    return write_bytes_atomic(path, data)
+
+
+def export_onnx_bytes(model: PMTNet, *, size: Optional[tuple[int, int]] = None, opset: int = 17,
+                      metadata: Optional[dict] = None) -> bytes:
+    """The serialized ONNX model (what `export_onnx` writes). `size`: the trace size, by
+    default a small one the network accepts (H != W so that neither is baked in; wider than
+    the cost volume's disparity range, whose slices must all be non-empty when traced)."""
     import onnx
 
-    path = Path(path)
+    model = unwrap(model)
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        model = copy.deepcopy(model).cpu()
+    if size is None:
+        side = max(64, -(-model.config.min_input_size // 32) * 32)
+        disparity_range = getattr(model.config, "max_disparity", 0)
+        size = (side, max(side + 32, -(-(disparity_range + 64) // 32) * 32))
     # eval() on the wrapper too: the exporter restores the wrapper's mode recursively.
-    wrapper = ExportWrapper(unwrap(model)).eval()
+    wrapper = ExportWrapper(model).eval()
     example = torch.rand(1, 3, *size)
     dynamic = {0: "batch", 2: "height", 3: "width"}
-    with atomic_path(path) as tmp:
-        torch.onnx.export(wrapper, (example, example), str(tmp), input_names=["left", "right"],
-                          output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=False,
-                          dynamic_axes={"left": dynamic, "right": dynamic,
-                                        **{name: dynamic for name in OUTPUT_NAMES}})
-        proto = onnx.load(str(tmp))
-        for key, value in {"model_config": to_plain(model.config), **(metadata or {})}.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, json.dumps(value)
-        onnx.save(proto, str(tmp))
-    return path
+    buffer = io.BytesIO()
+    torch.onnx.export(wrapper, (example, example), buffer, input_names=["left", "right"],
+                      output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=False,
+                      dynamic_axes={"left": dynamic, "right": dynamic,
+                                    **{name: dynamic for name in OUTPUT_NAMES}})
+    proto = onnx.load_from_string(buffer.getvalue())
+    for key, value in {"model_config": to_plain(model.config), **(metadata or {})}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    return proto.SerializeToString()
+
+
+def read_onnx_metadata(source: str | os.PathLike | bytes) -> tuple[bytes, dict, ModelConfig]:
+    """(serialized model, metadata, model config) of an ONNX file or serialized model."""
+    import onnx
+
+    if isinstance(source, bytes):
+        data, name = source, "ONNX model"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        data, name = path.read_bytes(), str(path)
+    meta = {p.key: json.loads(p.value) for p in onnx.load_from_string(data).metadata_props}
+    if "model_config" not in meta:
+        raise ValueError(f"{name}: no pmt_perception model_config metadata (export it with pmt-export)")
+    return data, meta, from_dict(ModelConfig, meta["model_config"], source=name)
 
 
 def export_torchscript(model: PMTNet, path: str | os.PathLike, *, size: tuple[int, int]) -> Path:
@@ -103,24 +138,20 @@ def build_tensorrt_engine(onnx_path: str | os.PathLike, engine_path: str | os.Pa
 
 
 class OnnxRuntimeModel:
-    """An exported model behind the PMTNet call signature, run by ONNX Runtime."""
+    """An exported model (file or serialized bytes) behind the PMTNet call signature, run by
+    ONNX Runtime with as many threads as torch uses (torch.set_num_threads applies)."""
 
-    def __init__(self, path: str | os.PathLike, *, device: torch.device) -> None:
-        import onnx
+    def __init__(self, source: str | os.PathLike | bytes, *, device: torch.device) -> None:
         import onnxruntime as ort
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {path}")
-        meta = {p.key: json.loads(p.value) for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        if "model_config" not in meta:
-            raise ValueError(f"{path}: no pmt_perception model_config metadata (export it with pmt-export)")
-        self.config: ModelConfig = from_dict(ModelConfig, meta["model_config"], source=str(path))
-        self.metadata = meta
+        data, self.metadata, self.config = read_onnx_metadata(source)
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(path), providers=providers)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(data, sess_options=options, providers=providers)
         self.device = device
 
     def __call__(self, left: torch.Tensor, right: torch.Tensor) -> PMTOutput:
@@ -129,6 +160,53 @@ class OnnxRuntimeModel:
         coarse, disparity, refined = (torch.from_numpy(a).to(self.device)
                                       for a in self.session.run(list(OUTPUT_NAMES), feeds))
         return PMTOutput(coarse, disparity, refined)
+
+    def to(self, *_args, **_kwargs) -> "OnnxRuntimeModel":
+        return self  # the session owns its memory; callers may treat it like a module
+
+
+class OpenVinoModel:
+    """An exported model run by OpenVINO's CPU plugin, fp32 or bf16 (its inference precision
+    hint; bf16 only pays on CPUs with avx512_bf16 / AMX). OpenVINO is fastest on static
+    shapes, so one graph is compiled per input size (the first frame of a size pays for it;
+    the latest `MAX_SIZES` stay compiled)."""
+
+    MAX_SIZES = 4
+
+    def __init__(self, source: str | os.PathLike | bytes, *, precision: str = "fp32") -> None:
+        import openvino as ov
+
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"OpenVINO runs fp32 or bf16, got {precision!r}")
+        data, self.metadata, self.config = read_onnx_metadata(source)
+        self.core = ov.Core()
+        self.network = self.core.read_model(io.BytesIO(data))
+        self.properties = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                           "PERFORMANCE_HINT": "LATENCY",
+                           "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        self._compiled: dict[tuple[int, ...], tuple] = {}
+        self.device = torch.device("cpu")
+
+    def _request(self, shape: tuple[int, ...]):
+        if shape not in self._compiled:
+            if len(self._compiled) >= self.MAX_SIZES:
+                self._compiled.pop(next(iter(self._compiled)))
+            network = self.network.clone()
+            network.reshape({"left": list(shape), "right": list(shape)})
+            compiled = self.core.compile_model(network, "CPU", self.properties)
+            self._compiled[shape] = (compiled, compiled.create_infer_request())
+        return self._compiled[shape]
+
+    def __call__(self, left: torch.Tensor, right: torch.Tensor) -> PMTOutput:
+        compiled, request = self._request(tuple(left.shape))
+        # infer() copies the outputs out of OpenVINO's buffers (the next call reuses them).
+        results = request.infer({"left": left.float().contiguous().cpu().numpy(),
+                                 "right": right.float().contiguous().cpu().numpy()})
+        outputs = (torch.from_numpy(results[compiled.output(name)]) for name in OUTPUT_NAMES)
+        return PMTOutput(*outputs)
+
+    def to(self, *_args, **_kwargs) -> "OpenVinoModel":
+        return self
 
 
 def onnx_parity(model: PMTNet, onnx_path: str | os.PathLike, sizes: list[tuple[int, int]],

@@ -3,15 +3,32 @@
 Everything per frame happens here, on the model's device: uint8 -> float, padding to what the
 network accepts, the forward pass under the chosen precision, argmax / softmax / confidence,
 cropping back. The ROS node, the evaluator and the demo are thin callers of `predict`.
+
+The runtime is one choice, `backend` x `precision` (both may be "auto"; `resolve_runtime`):
+
+    eager        PyTorch, channels-last, BatchNorm folded; fp32 | bf16 (CPU) | fp16 (CUDA) autocast
+    compile      the same under torch.compile (first frame per input size compiles: minutes on a
+                 small CPU; the time is logged and kept in `warmup_seconds`)
+    onnxruntime  the model exported to ONNX in memory (or an exported .onnx file), fp32 (an
+                 int8 file from `pmt-export --int8` runs here too)
+    openvino     the same ONNX graph through OpenVINO's CPU plugin, fp32 | bf16, one compiled
+                 graph per input size
+
+"auto" precision: fp16 on CUDA; bf16 on a CPU with native bf16 (avx512_bf16 or AMX), where
+autocast is ~2x faster than fp32; fp32 elsewhere (bf16 on plain AVX2 / AVX-512 is emulated and
+slower than fp32). "auto" backend: eager on CUDA; on the CPU the first installed of
+`CPU_BACKENDS` (measured order, docs/performance.md) that runs the precision.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 import threading
 import time
 import warnings
+import weakref
 from typing import Optional, Union
 
 import numpy as np
@@ -19,12 +36,93 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_model, unwrap
+from .export import OnnxRuntimeModel, OpenVinoModel, export_onnx_bytes
 from .network import PMTNet
 from .network.fusion import fold_batchnorm
 
 LOG = logging.getLogger(__name__)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+BACKENDS = ("eager", "compile", "onnxruntime", "openvino")
+# CPU runtimes, fastest first, for "auto" (bench/inference.py; docs/performance.md). OpenVINO
+# ran fast_mobile fp32 ~3x faster than eager fp32 and ~2.5x faster than ONNX Runtime on a
+# 2-core AVX2 EPYC; it takes bf16 too. Without it: eager where bf16 is native, else ORT fp32.
+CPU_BACKENDS = ("openvino", "onnxruntime", "eager")
+# /proc/cpuinfo flags that make bf16 convolutions native (oneDNN's avx512_core_bf16 / AMX).
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 ImageLike = Union[np.ndarray, torch.Tensor]
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (Linux); empty where /proc/cpuinfo is unreadable."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16(flags: Optional[frozenset[str]] = None) -> bool:
+    flags = cpu_flags() if flags is None else flags
+    if flags:
+        return bool(flags & NATIVE_BF16_FLAGS)
+    # No /proc/cpuinfo (not Linux): AMX is the one capability torch names that implies bf16.
+    return torch.backends.cpu.get_cpu_capability() == "AVX512_AMX"
+
+
+def backend_available(backend: str) -> bool:
+    """Whether the optional package a backend needs imports (eager/compile: always)."""
+    module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}.get(backend)
+    if module is None:
+        return True
+    return importlib.util.find_spec(module) is not None
+
+
+def resolve_runtime(backend: str, precision: str, device: torch.device, *,
+                    onnx_file: bool = False, native_bf16: Optional[bool] = None) -> tuple[str, str]:
+    """(backend, precision) with "auto" resolved; ValueError for combinations that do not run.
+
+    `onnx_file`: the source is an exported .onnx (only the ONNX backends can run it)."""
+    if backend not in ("auto", *BACKENDS):
+        raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {backend!r}")
+    if precision not in ("auto", *PRECISIONS):
+        raise ValueError(f"precision must be one of {sorted(('auto', *PRECISIONS))}, got {precision!r}")
+    cuda = device.type == "cuda"
+    if native_bf16 is None:
+        native_bf16 = not cuda and cpu_has_native_bf16()
+    onnx_backends = ("onnxruntime", "openvino")
+    if onnx_file and backend not in ("auto", *onnx_backends):
+        raise ValueError(f"an .onnx file runs on the onnxruntime or openvino backend, not {backend!r}")
+    if precision == "auto":
+        if backend == "onnxruntime" or (onnx_file and backend == "auto"):
+            precision = "fp32"
+        elif cuda:
+            precision = "fp16"
+        else:
+            precision = "bf16" if native_bf16 else "fp32"
+    if backend == "auto":
+        if onnx_file:
+            backend = "onnxruntime"
+        elif cuda:
+            backend = "eager"   # fp16 autocast; compile / TensorRT: bench/gpu.py
+        else:
+            # ORT runs fp32 only; OpenVINO's bf16 needs native bf16 (bf16 asked for on another
+            # CPU stays eager autocast, what precision="bf16" meant before backends existed).
+            runs = {"onnxruntime": precision == "fp32",
+                    "openvino": precision == "fp32" or native_bf16, "eager": True}
+            backend = next(b for b in CPU_BACKENDS if runs[b] and backend_available(b))
+    if precision == "fp16" and not cuda:
+        raise ValueError("fp16 autocast is a GPU path; on the CPU use precision='bf16'")
+    if backend == "onnxruntime" and precision != "fp32":
+        raise ValueError("the ONNX Runtime backend runs the exported fp32 graph: use "
+                         "precision='fp32'")
+    if backend == "openvino" and (cuda or precision == "fp16"):
+        raise ValueError("the openvino backend runs on the CPU in fp32 or bf16")
+    if not backend_available(backend):
+        raise ValueError(f"backend {backend!r} needs the {backend} package: pip install {backend}")
+    return backend, precision
 
 
 @dataclasses.dataclass
@@ -48,33 +146,70 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def compile_options(device: torch.device) -> dict:
+    """torch.compile settings: on the CPU, inductor with weight freezing (constant-folded,
+    oneDNN-prepacked convolutions: the part that pays for inference); on CUDA, CUDA graphs
+    (batch-1 frames are launch-bound). One graph per input size (the node's is fixed)."""
+    if device.type == "cuda":
+        return {"mode": "reduce-overhead", "dynamic": False}
+    return {"dynamic": False, "options": {"freezing": True}}
+
+
+# model -> (fingerprint, ONNX bytes): a node re-activated with the same weights skips the
+# export (seconds on a small CPU). Weak keys: the entry goes with the model.
+_ONNX_EXPORTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def onnx_export_of(model: torch.nn.Module, *, fold_bn: bool) -> bytes:
+    """`model` (BatchNorm folded if asked) exported to ONNX in memory, cached while its
+    tensors are unchanged (every in-place write, load_state_dict included, bumps a version)."""
+    fingerprint = (fold_bn, tuple((t.data_ptr(), t._version) for t in
+                                  (*model.parameters(), *model.buffers())))
+    cached = _ONNX_EXPORTS.get(model)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    exported = fold_batchnorm(model)[0] if fold_bn else model
+    data = export_onnx_bytes(exported)
+    _ONNX_EXPORTS[model] = (fingerprint, data)
+    return data
+
+
+def runtime_model(backend: str, source, *, precision: str, device: torch.device):
+    """The ONNX backends' runner for an .onnx file or serialized ONNX bytes."""
+    if backend == "onnxruntime":
+        return OnnxRuntimeModel(source, device=device)
+    return OpenVinoModel(source, precision=precision)
+
+
 class Predictor:
     """Runs one PMT model; `predict` is thread-safe (one model, one lock).
 
-    `source` is a checkpoint (.pt), an exported ONNX file (.onnx, run by ONNX Runtime), or
-    a PMTNet instance.
+    `source` is a checkpoint (.pt), an exported ONNX file (.onnx, run by ONNX Runtime or
+    OpenVINO), or a PMTNet instance.
     """
 
     def __init__(self, source: Union[str, os.PathLike, PMTNet], *, device: str = "auto",
-                 precision: str = "fp32", channels_last: bool = True, compile: bool = False,
-                 fold_bn: bool = True, class_names: Optional[list[str]] = None, palette=None) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+                 precision: str = "fp32", backend: Optional[str] = None,
+                 channels_last: bool = True, compile: bool = False, fold_bn: bool = True,
+                 class_names: Optional[list[str]] = None, palette=None) -> None:
+        """`backend`: auto | eager | compile | onnxruntime | openvino; None = eager for a
+        checkpoint or model, onnxruntime for an .onnx file. `precision`: auto | fp32 | bf16 |
+        fp16. `compile=True` is the older spelling of backend="compile"."""
         self.device = resolve_device(device)
-        if precision == "fp16" and self.device.type == "cpu":
-            raise ValueError("fp16 autocast is a GPU path; on the CPU use precision='bf16'")
-        self.precision = precision
+        onnx_file = isinstance(source, (str, os.PathLike)) and str(source).endswith(".onnx")
+        if compile:
+            if backend not in (None, "auto", "eager", "compile"):
+                raise ValueError(f"compile=True contradicts backend={backend!r}")
+            backend = "compile"
+        if backend is None:
+            backend = "onnxruntime" if onnx_file else "eager"
+        self.requested = (backend, precision)
+        self.backend, self.precision = resolve_runtime(backend, precision, self.device,
+                                                       onnx_file=onnx_file)
         self.payload = {}
-        self.backend = "torch"
-        if isinstance(source, (str, os.PathLike)) and str(source).endswith(".onnx"):
-            from .export import OnnxRuntimeModel
-
-            if precision != "fp32" or compile:
-                raise ValueError("the ONNX Runtime backend runs the exported fp32 graph: use "
-                                 "precision='fp32' and compile=False")
-            model, self.backend = OnnxRuntimeModel(source, device=self.device), "onnxruntime"
+        if onnx_file:
+            model = runtime_model(self.backend, source, precision=self.precision, device=self.device)
             self.payload = model.metadata
-            channels_last = False
         elif isinstance(source, (str, os.PathLike)):
             model, self.payload = load_model(source)
         elif isinstance(source, torch.nn.Module):
@@ -89,19 +224,33 @@ class Predictor:
         # uint8 label -> colour for all 256 ids, built once (the node colours every frame).
         self._color_table = np.zeros((256, 3), np.uint8)
         self._color_table[: len(self.palette)] = self.palette[:256]
-        self.channels_last = channels_last
-        if self.backend == "torch":
+        torch_backend = self.backend in ("eager", "compile")
+        self.channels_last = channels_last and torch_backend
+        if not onnx_file:
             model = model.eval()
-            if fold_bn:  # exact in eval mode; works on a copy, the caller's model is untouched
-                model, _ = fold_batchnorm(model)
-            model = model.to(self.device)
-            if channels_last:
-                model = model.to(memory_format=torch.channels_last)
+            if not torch_backend:  # exported in memory; no PyTorch copy is kept
+                model = runtime_model(self.backend, onnx_export_of(model, fold_bn=fold_bn),
+                                      precision=self.precision, device=self.device)
+            else:
+                if fold_bn:  # exact in eval mode; works on a copy, the caller's model is untouched
+                    model, _ = fold_batchnorm(model)
+                model = model.to(self.device)
+                if self.channels_last:
+                    model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self._forward = torch.compile(model) if compile else model
+        self.compiled = self.backend == "compile"
+        self._forward = torch.compile(model, **compile_options(self.device)) if self.compiled else model
         self._lock = threading.Lock()
-        self.compiled = compile
+        self._sizes_run: set[tuple[int, ...]] = set()
         self.warmup_seconds: Optional[float] = None
+        LOG.info("Predictor: %s", self.describe())
+
+    def describe(self) -> str:
+        """e.g. "onnxruntime fp32 on cpu (asked auto/auto)", for logs and benchmark rows."""
+        text = f"{self.backend} {self.precision} on {self.device}"
+        if self.requested != (self.backend, self.precision):
+            text += f" (asked {self.requested[0]}/{self.requested[1]})"
+        return text
 
     # ------------------------------------------------------------------ public API
     def warmup(self, size: tuple[int, int], iterations: int = 2) -> float:
@@ -129,11 +278,13 @@ class Predictor:
             left_p, right_p = self._pad(left_t), self._pad(right_t)
             self._sync()
             t1 = time.perf_counter()
-            dtype = PRECISIONS[self.precision]
+            dtype = PRECISIONS.get(self.precision) if self.backend in ("eager", "compile") else None
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
                 out = self._forward(left_p, right_p)
             self._sync()
             t2 = time.perf_counter()
+            if left_p.shape not in self._sizes_run:
+                self._first_call(tuple(left_p.shape), t2 - t1)
             crop = (..., slice(0, height), slice(0, width))
             refined = out.refined_logits[crop][0]
             disparity = out.disparity[crop].float()[0, 0]
@@ -158,6 +309,15 @@ class Predictor:
         return self._color_table[labels]
 
     # ------------------------------------------------------------------ internals
+    def _first_call(self, shape: tuple[int, ...], seconds: float) -> None:
+        """compile and openvino build their graph for each new input size: log what it cost."""
+        self._sizes_run.add(shape)
+        if self.backend in ("compile", "openvino"):
+            LOG.info("%s: first frame at %dx%d (padded) took %.1f s (graph build included)",
+                     self.backend, shape[-2], shape[-1], seconds)
+            if self.warmup_seconds is None:
+                self.warmup_seconds = seconds
+
     def _to_batch(self, image: ImageLike, name: str) -> torch.Tensor:
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:

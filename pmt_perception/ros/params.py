@@ -47,7 +47,11 @@ PARAMETER_SPECS: dict[str, ParameterSpec] = {
                             "network built when no checkpoint exists."),
     "untrained_seed": _S("torch seed for that untrained network.", minimum=0),
     "device": _S("Torch device: auto (cuda when available), cpu, cuda, cuda:N."),
-    "precision": _S("Inference precision (fp16 needs a GPU).", choices=("fp32", "bf16", "fp16")),
+    "precision": _S("Inference precision; auto: bf16 on CPUs with avx512_bf16/AMX, fp16 on "
+                    "CUDA, else fp32 (fp16 needs a GPU).", choices=("auto", "fp32", "bf16", "fp16")),
+    "backend": _S("Inference runtime; auto: the fastest installed for device and precision "
+                  "(docs/performance.md).",
+                  choices=("auto", "eager", "compile", "onnxruntime", "openvino")),
     "channels_last": _S("Run the model in channels-last memory format."),
     "compile": _S("torch.compile the model (slow first frame, faster after)."),
     "warmup_size": _S("[H, W] of dummy frames run on configure; 0 skips the warm-up."),
