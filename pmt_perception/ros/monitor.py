@@ -179,6 +179,12 @@ def parse_args(argv):
 
 
 def main(args=None) -> int:
+    from pmt_perception.ros.shutdown import finish
+
+    return finish(_run(args), as_command=args is None)
+
+
+def _run(args) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 

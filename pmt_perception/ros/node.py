@@ -33,7 +33,7 @@ from pmt_perception.ros.outputs import OutputPublishers, OutputSettings, classes
 from pmt_perception.ros.params import (declare_parameters, help_requested, help_text,
                                        settings_snapshot)
 from pmt_perception.ros.qos import input_qos, output_qos
-from pmt_perception.ros.shutdown import StopRequest, init_rclpy, spin_until_stopped
+from pmt_perception.ros.shutdown import StopRequest, finish, init_rclpy, spin_until_stopped
 from pmt_perception.ros.sync import InputSynchronizer
 from pmt_perception.ros.worker import FramePipeline
 
@@ -103,7 +103,7 @@ class StereoSegNode(LifecycleNode):
             return FAILURE
         log = self.get_logger().info if self._loaded.trained else self.get_logger().warning
         log(f"model: {self._loaded.description}; device {self.predictor.device}, "
-            f"{self.predictor.describe()}, {len(self.predictor.class_names)} classes")
+            f"{self.predictor.precision}, {len(self.predictor.class_names)} classes")
         self._outputs = OutputPublishers(
             self, output_qos(values["output_reliability"], values["output_depth"]))
         self._outputs.classes.publish(classes_message(
@@ -166,7 +166,6 @@ class StereoSegNode(LifecycleNode):
         self.predictor = Predictor(
             self._loaded.model, device=values["device"], precision=values["precision"],
             channels_last=values["channels_last"], compile=values["compile"],
-            backend=values["backend"],
             class_names=self._loaded.class_names, palette=self._loaded.palette)
 
     def _release_model(self, keep_weights: bool = False) -> None:
@@ -357,6 +356,10 @@ seg, seg_color, disparity, points2 [, seg_confidence, disparity_confidence], seg
 def main(args=None) -> int:
     """Exit status 0 after a stop (SIGINT, SIGTERM); 1 when autostart fails, so that launch
     (respawn, on_exit) and supervisors see a node that cannot serve."""
+    return finish(_run(args), as_command=args is None)
+
+
+def _run(args) -> int:
     if help_requested(sys.argv if args is None else args):
         print(help_text(USAGE))
         return 0

@@ -27,7 +27,7 @@ from pmt_perception.ros.conversions import numpy_to_image
 from pmt_perception.ros.params import (ParameterSpec, declare_parameters, help_requested,
                                        help_text, settings_snapshot)
 from pmt_perception.ros.qos import input_qos
-from pmt_perception.ros.shutdown import StopRequest, init_rclpy, spin_until_stopped
+from pmt_perception.ros.shutdown import StopRequest, finish, init_rclpy, spin_until_stopped
 
 __all__ = ["SOURCE_PARAMETER_SPECS", "CameraModel", "StereoFrameSource", "StereoSourceNode",
            "camera_infos", "main"]
@@ -211,10 +211,15 @@ Publishes left/image_rect, right/image_rect, left/camera_info, right/camera_info
 from synthetic scenes or a folder of pairs (a rectified stereo camera for demos and tests)."""
 
 
-def main(args=None) -> None:
+def main(args=None) -> int:
+    """Exit status 0 after max_frames or a stop (SIGINT, SIGTERM)."""
+    return finish(_run(args), as_command=args is None)
+
+
+def _run(args) -> int:
     if help_requested(sys.argv if args is None else args):
         print(help_text(USAGE, SOURCE_PARAMETER_SPECS, config_dir() / "stereo_source.yaml"))
-        return
+        return 0
     with StopRequest() as stop:
         init_rclpy(args)
         node = None
@@ -227,7 +232,8 @@ def main(args=None) -> None:
             if node is not None:
                 node.destroy_node()
             rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -147,6 +147,12 @@ def _bag_start(bag: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pmt_perception.ros.shutdown import finish
+
+    return finish(_run(argv), as_command=argv is None)
+
+
+def _run(argv) -> int:
     import rclpy
     from rclpy.utilities import remove_ros_args
 

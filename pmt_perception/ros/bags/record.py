@@ -110,6 +110,12 @@ def _record(node, writer, types: dict[str, str], counts: dict[str, int], qos, ar
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pmt_perception.ros.shutdown import finish
+
+    return finish(_run(argv), as_command=argv is None)
+
+
+def _run(argv) -> int:
     import rclpy
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.utilities import remove_ros_args
