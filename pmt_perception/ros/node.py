@@ -103,7 +103,7 @@ class StereoSegNode(LifecycleNode):
             return FAILURE
         log = self.get_logger().info if self._loaded.trained else self.get_logger().warning
         log(f"model: {self._loaded.description}; device {self.predictor.device}, "
-            f"{self.predictor.precision}, {len(self.predictor.class_names)} classes")
+            f"{self.predictor.describe()}, {len(self.predictor.class_names)} classes")
         self._outputs = OutputPublishers(
             self, output_qos(values["output_reliability"], values["output_depth"]))
         self._outputs.classes.publish(classes_message(
@@ -166,6 +166,7 @@ class StereoSegNode(LifecycleNode):
         self.predictor = Predictor(
             self._loaded.model, device=values["device"], precision=values["precision"],
             channels_last=values["channels_last"], compile=values["compile"],
+            backend=values["backend"],
             class_names=self._loaded.class_names, palette=self._loaded.palette)
 
     def _release_model(self, keep_weights: bool = False) -> None:
