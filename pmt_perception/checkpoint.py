@@ -70,6 +70,10 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path}: an exported ONNX model, not a PyTorch checkpoint (.pt); "
+                              "pass the .pt it was exported from")
+    _check_container(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -84,7 +88,43 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     for key in ("model_state", "model_config", "class_names", "palette"):
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
+    _check_classes(path, payload)
     return payload
+
+
+# torch.save writes a zip archive; files from torch < 1.6 (and plain pickle.dump) start with
+# the pickle protocol byte 0x80. Anything else was never written by torch.
+_PICKLE_PROTOCOL = b"\x80"
+
+
+def _check_container(path: Path) -> None:
+    """A clear error for a file that is no torch checkpoint at all (random bytes, an image,
+    text), before torch.load reports it as a pickle it refuses to run."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if not head:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    if zipfile.is_zipfile(path) or head[:1] == _PICKLE_PROTOCOL:
+        return
+    raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither the zip archive torch.save "
+                          f"writes nor a pickle; the file starts with {head!r})")
+
+
+def _check_classes(path: Path, payload: dict) -> None:
+    """The class table must describe the model's outputs: a checkpoint whose class_names has
+    another length than model_config.num_classes would publish ids no name explains."""
+    num_classes = payload["model_config"].get("num_classes") \
+        if isinstance(payload["model_config"], dict) else None
+    names, palette = payload["class_names"], payload["palette"]
+    if num_classes is None:
+        raise CheckpointError(f"{path}: model_config lacks num_classes")
+    if len(names) != num_classes:
+        raise CheckpointError(f"{path}: {len(names)} class names ({', '.join(map(str, names))}) "
+                              f"for a model with {num_classes} outputs; the class table does not "
+                              "belong to these weights")
+    if len(palette) < num_classes:
+        raise CheckpointError(f"{path}: palette has {len(palette)} colours for {num_classes} "
+                              "classes")
 
 
 def model_config_of(payload: dict, *, source: str = "checkpoint") -> ModelConfig:
