@@ -92,9 +92,10 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     return payload
 
 
-# torch.save writes a zip archive; files from torch < 1.6 (and plain pickle.dump) start with
-# the pickle protocol byte 0x80. Anything else was never written by torch.
-_PICKLE_PROTOCOL = b"\x80"
+# torch.save writes a zip archive (it starts with a local file header); files from torch < 1.6
+# (and plain pickle.dump) start with the pickle protocol byte 0x80. Anything else was never
+# written by torch. (A truncated zip still starts with its header: torch.load then reports it.)
+_ZIP_HEADER, _PICKLE_PROTOCOL = b"PK\x03\x04", b"\x80"
 
 
 def _check_container(path: Path) -> None:
@@ -104,7 +105,7 @@ def _check_container(path: Path) -> None:
         head = handle.read(8)
     if not head:
         raise CheckpointError(f"{path}: empty file, not a checkpoint")
-    if zipfile.is_zipfile(path) or head[:1] == _PICKLE_PROTOCOL:
+    if head.startswith(_ZIP_HEADER) or head[:1] == _PICKLE_PROTOCOL:
         return
     raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither the zip archive torch.save "
                           f"writes nor a pickle; the file starts with {head!r})")

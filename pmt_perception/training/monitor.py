@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -55,6 +56,21 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def truncate_jsonl_after(path: Path, step: int) -> None:
+    """Keep only the records of ``path`` with record["step"] <= step (atomically rewritten)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    records = read_jsonl(path)
+    kept = [r for r in records if not isinstance(r.get("step"), int) or r["step"] <= step]
+    whole_lines = path.read_bytes().endswith(b"\n") or path.stat().st_size == 0
+    if len(kept) == len(records) and whole_lines:
+        return  # nothing to drop, no torn last line to end
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def prediction_panel(sample: dict[str, torch.Tensor], palette: np.ndarray) -> np.ndarray:
     """One row: left, GT / predicted disparity (one colour scale), error map, GT / pred seg."""
     left = (sample["left"].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
@@ -92,6 +108,11 @@ class TrainingMonitor(NullMonitor):
 
     def start(self, step: int, total: int) -> None:
         from tqdm import tqdm
+
+        # A resume redoes the steps after its checkpoint: their rows (written before the
+        # interruption) go, so the logs hold each step once.
+        for name in ("train_log.jsonl", "val_log.jsonl"):
+            truncate_jsonl_after(self.run_dir / name, step)
 
         # Under nohup the bar goes to a log file: refresh rarely so the log stays readable.
         interactive = sys.stderr.isatty()
