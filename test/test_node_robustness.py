@@ -116,6 +116,43 @@ def test_a_bad_set_is_counted_warned_about_and_survived(rig, build, kind, phrase
     assert rig.node.poll() is None
 
 
+def diagnostic_int(rig, key) -> int:
+    return int((rig.endpoint.latest_diagnostics() or {}).get(key, 0))
+
+
+def test_every_set_of_a_burst_of_bad_sets_is_counted(rig):
+    """Bad sets are checked before the newest-wins hand-off (which drops all but the newest):
+    each one counts. Batches of 5 fit the input queues, so DDS delivers all of them; the
+    per-topic arrival counters show they arrived."""
+    key = "received_right_image_rect"
+    rig.endpoint.wait_for_diagnostic(key, lambda v: True, FRAME_TIMEOUT)
+    bad_before, arrived_before = problem_count(rig, "malformed_image"), diagnostic_int(rig, key)
+    batches, per_batch = 8, 5
+    for batch in range(1, batches + 1):
+        for _ in range(per_batch):
+            rig.inputs.publish(messages=bad_step(rig.inputs))
+        rig.endpoint.wait_for_diagnostic(
+            key, lambda v, n=batch * per_batch: int(v) >= arrived_before + n, FRAME_TIMEOUT)
+    values = rig.endpoint.wait_for_diagnostic(
+        "problems_malformed_image",
+        lambda v: int(v) >= bad_before + batches * per_batch, FRAME_TIMEOUT)
+    assert int(values["problems_malformed_image"]) == bad_before + batches * per_batch
+    for topic in ("left_image_rect", "left_camera_info", "right_camera_info"):
+        assert int(values[f"received_{topic}"]) >= arrived_before + batches * per_batch
+    assert serves_a_good_frame(rig)
+
+
+def test_a_camera_info_in_another_frame_is_warned_about_and_processed(rig):
+    before = problem_count(rig, "frame_id")
+    left, right, left_info, right_info = (*rig.inputs.images(), *rig.inputs.infos())
+    left_info.header.frame_id = "some_other_camera"
+    stamp = rig.inputs.publish(messages=(left, right, left_info, right_info))
+    rig.endpoint.wait_for_stamp("seg", stamp, FRAME_TIMEOUT)   # processing continues
+    rig.endpoint.wait_for_diagnostic("problems_frame_id", lambda v: int(v) > before,
+                                     FRAME_TIMEOUT)
+    assert "its camera_info in 'some_other_camera'" in rig.graph.log("node")
+
+
 @pytest.mark.parametrize("send, phrase", [
     (dict(right_offset_ns=250_000_000), "the stamps never match"),
     (dict(skip=(2, 3)), "nothing received on /left/camera_info, /right/camera_info"),

@@ -44,6 +44,10 @@ def _encoding_layout(encoding: str) -> tuple[np.dtype, int]:
     return np.dtype(element), channels
 
 
+# Public for inputs.py, which checks an image's layout without converting it.
+encoding_layout = _encoding_layout
+
+
 def _byte_view(data) -> np.ndarray:
     """msg.data as a flat uint8 array, sharing memory with bytes / array.array / ndarray."""
     try:

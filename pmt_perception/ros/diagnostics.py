@@ -25,6 +25,7 @@ PROBLEM_KINDS = {
     "encoding": "an image encoding the node cannot turn into RGB",
     "malformed_image": "step or data length inconsistent with width, height and encoding",
     "camera_info": "camera_info invalid (unrectified, zero focal length, no baseline, ...)",
+    "frame_id": "an image and its camera_info name different frames (the set is still used)",
     "sync_stall": "inputs arrive but never form a synchronized set (stamps, a missing topic)",
     "model": "the model raised on a frame",
     "publish": "building or publishing an output raised",

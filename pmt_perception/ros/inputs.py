@@ -12,10 +12,11 @@ import threading
 import numpy as np
 
 from pmt_perception.geometry import StereoCamera
-from pmt_perception.ros.conversions import camera_from_infos, to_rgb8
+from pmt_perception.ros.conversions import camera_from_infos, encoding_layout, to_rgb8
 from pmt_perception.ros.sync import stamp_nanoseconds
 
-__all__ = ["RGB_ENCODINGS", "InputProblem", "StereoFrame", "CameraCache", "decode_stereo_set"]
+__all__ = ["RGB_ENCODINGS", "InputProblem", "StereoFrame", "CameraCache", "check_stereo_set",
+           "frame_id_problem", "decode_stereo_set"]
 
 # What conversions.to_rgb8 turns into RGB (mono16 keeps its high byte).
 RGB_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
@@ -62,9 +63,25 @@ def _size(msg) -> tuple[int, int]:
     return int(msg.width), int(msg.height)
 
 
-def decode_stereo_set(left_image, right_image, left_info, right_info,
-                      cameras: CameraCache) -> StereoFrame:
-    """Check and convert one synchronized set; raises InputProblem naming what is wrong."""
+def _check_layout(side: str, image) -> None:
+    """step and data length against width, height and encoding: no pixel is touched."""
+    element, channels = encoding_layout(image.encoding)
+    width, height, step = int(image.width), int(image.height), int(image.step)
+    if step < width * element.itemsize * channels:
+        raise InputProblem("malformed_image", (
+            f"{side} image unreadable: step {step} is smaller than width {width} x "
+            f"{element.itemsize * channels} bytes per pixel ({image.encoding})"))
+    if len(image.data) != step * height:
+        raise InputProblem("malformed_image", (
+            f"{side} image unreadable: data has {len(image.data)} bytes, expected step x "
+            f"height = {step} x {height} = {step * height}"))
+
+
+def check_stereo_set(left_image, right_image, left_info, right_info,
+                     cameras: CameraCache) -> StereoCamera:
+    """Every check of a set that does not convert pixels (encodings, sizes, step and data
+    length, camera infos): cheap enough for the synchronizer callback, so each bad set is
+    counted before the newest-wins hand-off could drop it. Raises InputProblem."""
     for side, image in (("left", left_image), ("right", right_image)):
         if image.encoding not in RGB_ENCODINGS:
             raise InputProblem("encoding", (
@@ -76,6 +93,8 @@ def decode_stereo_set(left_image, right_image, left_info, right_info,
                 *_size(left_image), *_size(right_image))))
     if min(_size(left_image)) == 0:
         raise InputProblem("malformed_image", "images are empty (width or height is 0)")
+    for side, image in (("left", left_image), ("right", right_image)):
+        _check_layout(side, image)
     try:
         camera = cameras.get(left_info, right_info)
     except ValueError as error:
@@ -84,6 +103,31 @@ def decode_stereo_set(left_image, right_image, left_info, right_info,
         raise InputProblem("size_mismatch", (
             "camera_info is for {}x{} images but the images are {}x{}".format(
                 *_size(left_info), *_size(left_image))))
+    return camera
+
+
+def frame_id_problem(left_image, right_image, left_info, right_info) -> str | None:
+    """A message when an image and its camera_info name different frames (or the left image,
+    whose header every output carries, names none); None when the frames are consistent.
+
+    Left and right naming different frames is normal (each camera has its optical frame,
+    REP-103, as stereo_image_proc publishes them), so that is not checked."""
+    left_frame = left_image.header.frame_id
+    if not left_frame:
+        return "the left image has an empty frame_id; every output carries it"
+    for side, image, info in (("left", left_image, left_info),
+                              ("right", right_image, right_info)):
+        if info.header.frame_id != image.header.frame_id:
+            return (f"the {side} image is in frame {image.header.frame_id!r} but its "
+                    f"camera_info in {info.header.frame_id!r}; outputs use "
+                    f"{left_frame!r}")
+    return None
+
+
+def decode_stereo_set(left_image, right_image, left_info, right_info,
+                      cameras: CameraCache) -> StereoFrame:
+    """Check and convert one synchronized set; raises InputProblem naming what is wrong."""
+    camera = check_stereo_set(left_image, right_image, left_info, right_info, cameras)
     pixels = []
     for side, image in (("left", left_image), ("right", right_image)):
         try:

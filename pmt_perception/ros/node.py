@@ -27,7 +27,8 @@ import torch
 
 from pmt_perception.inference import Predictor
 from pmt_perception.ros import diagnostics
-from pmt_perception.ros.inputs import CameraCache, InputProblem, decode_stereo_set
+from pmt_perception.ros.inputs import (CameraCache, InputProblem, check_stereo_set,
+                                      decode_stereo_set, frame_id_problem)
 from pmt_perception.ros.model_source import LoadedModel, load_network
 from pmt_perception.ros.outputs import OutputPublishers, OutputSettings, classes_message
 from pmt_perception.ros.params import (declare_parameters, help_requested, help_text,
@@ -66,6 +67,7 @@ class StereoSegNode(LifecycleNode):
         self._lock = threading.Lock()
         self.counters = {"sets": 0, "processed": 0, "published": 0, "unwanted": 0}
         self._reset_arrivals()
+        self._received = [0] * len(INPUT_TOPICS)   # messages per input topic, since startup
         self._loaded: LoadedModel | None = None
         self.predictor: Predictor | None = None
         self._outputs: OutputPublishers | None = None
@@ -195,6 +197,7 @@ class StereoSegNode(LifecycleNode):
         now = time.monotonic()
         with self._lock:
             self._arrivals[index] = (now, msg.header.stamp)
+            self._received[index] += 1
         synchronizer.add(index, msg)
 
     def _on_synchronized(self, *messages) -> None:
@@ -202,6 +205,16 @@ class StereoSegNode(LifecycleNode):
         with self._lock:
             self.counters["sets"] += 1
             self._last_set_time = time.monotonic()
+        # The cheap checks run here, before the newest-wins hand-off: every bad set is counted,
+        # not only the ones the model worker happens to take.
+        try:
+            check_stereo_set(*messages, self._cameras)
+        except InputProblem as problem:
+            self._problems.report(problem.kind, str(problem))
+            return
+        mismatch = frame_id_problem(*messages)
+        if mismatch is not None:
+            self._problems.report("frame_id", mismatch)
         pipeline = self._pipeline
         if pipeline is not None:
             pipeline.submit(InputSet(messages, received))
@@ -304,6 +317,7 @@ class StereoSegNode(LifecycleNode):
         now = time.monotonic()
         with self._lock:
             counters = dict(self.counters)
+            received = list(self._received)
         pipeline = self._pipeline
         dropped = self._dropped_earlier + (pipeline.dropped if pipeline is not None else 0)
         last_time, last_counters = self._last_report
@@ -320,6 +334,9 @@ class StereoSegNode(LifecycleNode):
             "sets_received": counters["sets"], "frames_processed": counters["processed"],
             "frames_published": counters["published"], "sets_dropped": dropped,
             "sets_skipped_no_subscribers": counters["unwanted"],
+            # Per input topic: DDS-level loss shows as fewer of one than of the others.
+            **{f"received_{topic.replace('/', '_')}": count
+               for (topic, _), count in zip(INPUT_TOPICS, received)},
             **{f"problems_{kind}": count for kind, count in problems.items()},
         }
         for stage, (count, mean_ms, max_ms) in sorted(self._stats.drain().items()):
