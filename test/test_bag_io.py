@@ -105,3 +105,24 @@ def test_folder_without_metadata_is_not_a_bag(tmp_path):
         list(read_stereo_frames(tmp_path / "junk"))
     with pytest.raises(BagError, match="no such file"):
         list(read_stereo_frames(tmp_path / "missing"))
+
+
+def test_a_corrupted_mcap_chunk_is_an_error_naming_the_bag(tmp_path, capsys):
+    """MCAP chunks carry their CRC-32: a flipped byte inside a chunk fails reading (and
+    pmt-evaluate --bag, exit 2) with the bag's name, instead of decoding other numbers."""
+    from pmt_perception import evaluate
+
+    bag = tmp_path / "crc"
+    assert write(bag, "--storage", "mcap") == 0
+    list(read_stereo_frames(bag))                        # intact: reads
+    mcap = next(bag.glob("*.mcap"))
+    data = bytearray(mcap.read_bytes())
+    data[len(data) // 3] ^= 0xFF                         # inside the (uncompressed) image chunk
+    mcap.write_bytes(bytes(data))
+    with pytest.raises(BagError, match="checksum") as caught:
+        list(read_stereo_frames(bag))
+    assert str(bag) in str(caught.value)
+    capsys.readouterr()
+    assert evaluate.main(["--bag", str(bag), "--out", str(tmp_path / "eval"), "--device",
+                          "cpu"]) == 2
+    assert str(bag) in capsys.readouterr().err

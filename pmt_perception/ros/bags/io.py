@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import tempfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -119,7 +121,33 @@ def create_writer(path: str | os.PathLike, *, storage: str = "sqlite3",
     if modes[compression] is not None:
         writer.set_compression(modes[compression], CompressionFormat.ZSTD)
     writer.open()
+    if storage == "mcap":
+        _write_chunk_crcs(writer.storage)
     return writer
+
+
+# An MCAP Chunk record: opcode (1 byte) + record length (8), then message start time, message
+# end time and uncompressed size (8 each), then the CRC-32 of the uncompressed records (4).
+_CHUNK_CRC_OFFSET = 1 + 8 + 3 * 8
+
+
+def _write_chunk_crcs(storage) -> None:
+    """Make rosbags' MCAP writer (which writes chunk CRC 0, "not computed") store each chunk's
+    CRC-32, so a reader (rosbags checks non-zero CRCs) notices a corrupted chunk instead of
+    decoding other numbers from it. The CRC field is patched in place after the chunk record
+    is written; nothing else of the file changes."""
+    close_chunk = storage.close_chunk
+
+    def close_chunk_with_crc() -> None:
+        crc = zlib.crc32(storage.chunk.bio.getvalue())
+        start = storage.bio.tell()
+        close_chunk()
+        end = storage.bio.tell()
+        storage.bio.seek(start + _CHUNK_CRC_OFFSET)
+        storage.bio.write(struct.pack("<I", crc))
+        storage.bio.seek(end)
+
+    storage.close_chunk = close_chunk_with_crc
 
 
 @contextmanager
