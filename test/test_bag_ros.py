@@ -131,3 +131,71 @@ def test_closed_loop_live_score_equals_offline_score(tmp_path, tiny_checkpoint):
     live = json.loads((out / "live" / "report.json").read_text())
     assert live["segmentation"]["refined"] is not None and live["disparity"]["epe"] is not None
     assert result["player"]["published"]["left/image_rect"] == 8
+
+
+KILL_DOMAIN_ID = 64
+
+
+def test_a_recorder_killed_hard_leaves_a_valid_bag_up_to_its_last_flush(tmp_path,
+                                                                          ros_endpoint_factory):
+    """SIGKILL, no chance to close: the sqlite3 bag on disk still reads, with every message
+    up to the last flush (pmt-bag-record flushes every --flush-interval seconds)."""
+    import yaml
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from pmt_perception.ros.bags.io import read_messages, typestore
+
+    bag = tmp_path / "killed"
+    recorder = start_module("pmt_perception.ros.bags.record", "--out", str(bag), "--topics",
+                            "seg", "--flush-interval", "0.2",
+                            env=shm_environment(KILL_DOMAIN_ID, tmp_path / "logs"),
+                            log_path=tmp_path / "record.log")
+    endpoint = ros_endpoint_factory(KILL_DOMAIN_ID, "seg_publisher")
+    publisher = endpoint.node.create_publisher(
+        Image, "seg", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+
+    def flushed_count() -> int:
+        try:
+            meta = yaml.safe_load((bag / "metadata.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            return 0
+        return int(meta["rosbag2_bagfile_information"]["message_count"])
+
+    try:
+        endpoint.wait_for(lambda: "matched" in read_log(tmp_path / "record.log"), 120,
+                          "the recorder to match")
+        sent = 0
+        while flushed_count() < 10:
+            msg = Image(height=2, width=2, encoding="mono8", step=2, data=bytes(4))
+            msg.header.stamp.sec, msg.header.frame_id = sent, "left_camera_optical_frame"
+            publisher.publish(msg)
+            sent += 1
+            assert sent < 5000, read_log(tmp_path / "record.log")
+            time.sleep(0.02)
+        recorder.kill()                                   # SIGKILL: no clean close
+        assert recorder.wait(timeout=30) == -9
+        flushed = flushed_count()
+        store = typestore()
+        stamps = [store.deserialize_cdr(data, msgtype).header.stamp.sec
+                  for _, msgtype, _, data in read_messages(bag, ["seg"])]
+        assert len(stamps) >= flushed >= 10
+        assert stamps == list(range(len(stamps)))        # in order, none missing
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+
+
+def test_a_process_that_needs_sigkill_is_reported(tmp_path, capfd):
+    """stop_process never escalates silently: the caller's stderr names the process."""
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time\n"
+         "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+         "print('ready', flush=True)\ntime.sleep(600)"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert stubborn.stdout.readline().strip() == "ready"
+    assert stop_process(stubborn, timeout=1.0) == -9
+    err = capfd.readouterr().err
+    assert f"process {stubborn.pid}" in err and "sending SIGTERM" in err and "sending SIGKILL" in err

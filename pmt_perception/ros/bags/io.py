@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 __all__ = ["BagError", "STORAGES", "read_messages", "bag_topics", "create_writer", "writing_bag",
-           "typestore"]
+           "typestore", "DurableSqliteBag"]
 
 STORAGES = ("sqlite3", "mcap")
 
@@ -175,3 +175,85 @@ def writing_bag(path: str | os.PathLike, *, storage: str = "sqlite3", compressio
         staging.rename(path)
     finally:
         shutil.rmtree(staging_parent, ignore_errors=True)
+
+
+class DurableSqliteBag:
+    """A sqlite3 bag written in place that stays a valid bag on disk up to its last ``flush``,
+    even when the writing process is killed (SIGKILL, power loss of the process).
+
+    rosbags writes metadata.yaml only when it closes a bag and keeps one transaction open until
+    then, so a recorder that dies loses everything. Here the database runs in WAL mode and
+    ``flush`` commits, checkpoints the WAL into the database file and rewrites metadata.yaml
+    (atomically) for what is committed. Readers open the database immutable (rosbags) or
+    recover the committed WAL frames (sqlite), and see the bag as of the last flush. ``close``
+    returns the database to rollback-journal mode and lets rosbags write the final metadata.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.writer = create_writer(self.path, storage="sqlite3", overwrite=overwrite)
+        self._conn = self.writer.storage.conn
+        self._conn.commit()
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self.flush()
+
+    def add_connection(self, *args, **kwargs):
+        return self.writer.add_connection(*args, **kwargs)
+
+    def write(self, connection, timestamp: int, data) -> None:
+        self.writer.write(connection, timestamp, data)
+
+    def flush(self) -> None:
+        self._conn.commit()
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        text = _metadata_text(self.writer)
+        tmp = self.path / "metadata.yaml.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.path / "metadata.yaml")
+
+    def close(self) -> None:
+        self._conn.commit()
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._conn.execute("PRAGMA journal_mode=DELETE")
+        self.writer.close()
+
+
+def _metadata_text(writer) -> str:
+    """metadata.yaml of what ``writer`` (a rosbags sqlite3 Writer) has written so far, as its
+    close() would write it (rosbag2 format version 9)."""
+    from io import StringIO
+
+    from rosbags.rosbag2.metadata import dump_qos_v9
+    from ruamel.yaml import YAML
+
+    counts = {c.id: writer.counts.get(c.id, 0) for c in writer.connections}
+    total = sum(counts.values())
+    start = writer.min_timestamp if total else 0
+    duration = max(0, writer.max_timestamp - writer.min_timestamp) if total else 0
+    name = writer.storage.path.name
+    info = {
+        "version": writer.version,
+        "storage_identifier": "sqlite3",
+        "relative_file_paths": [name],
+        "duration": {"nanoseconds": duration},
+        "starting_time": {"nanoseconds_since_epoch": start},
+        "message_count": total,
+        "topics_with_message_count": [
+            {"topic_metadata": {"name": c.topic, "type": c.msgtype,
+                                "serialization_format": c.ext.serialization_format,
+                                "offered_qos_profiles": dump_qos_v9(c.ext.offered_qos_profiles),
+                                "type_description_hash": c.digest},
+             "message_count": counts[c.id]}
+            for c in writer.connections],
+        "compression_format": "",
+        "compression_mode": "",
+        "files": [{"path": name, "starting_time": {"nanoseconds_since_epoch": start},
+                   "duration": {"nanoseconds": duration}, "message_count": total}],
+        "custom_data": None,
+        "ros_distro": "rosbags",
+    }
+    yaml = YAML(typ="safe")
+    yaml.default_flow_style = False
+    text = StringIO()
+    yaml.dump({"rosbag2_bagfile_information": info}, text)
+    return text.getvalue()

@@ -5,9 +5,11 @@
 
 Messages are written as they arrive (serialized CDR bytes, no deserialization), logged at their
 arrival time like rosbag2 does; their header stamps are untouched. Reliable subscriptions with a
-deep history (--depth), so a reliable publisher's burst is kept rather than overwritten. The bag
-is written under a hidden name and appears under --out only when closed cleanly (Ctrl-C,
-SIGTERM, --duration or --max-messages). Types of the node's outputs are known; other topics'
+deep history (--depth), so a reliable publisher's burst is kept rather than overwritten. A
+sqlite3 bag (the default) is written in place and flushed every --flush-interval seconds: even a
+recorder killed with SIGKILL leaves a valid bag holding everything up to its last flush. MCAP
+and compressed bags can only be complete once closed, so they are written under a hidden name
+and appear under --out when closed cleanly (Ctrl-C, SIGTERM, --duration, --max-messages). Types of the node's outputs are known; other topics'
 types come from the ROS graph once a publisher appears.
 """
 from __future__ import annotations
@@ -18,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from pmt_perception.ros.bags.io import STORAGES, BagError, typestore, writing_bag
+from pmt_perception.ros.bags.io import (STORAGES, BagError, DurableSqliteBag, typestore,
+                                       writing_bag)
 
 __all__ = ["build_parser", "main", "NODE_OUTPUT_TYPES"]
 
@@ -47,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after this many messages in all (0: no limit)")
     parser.add_argument("--type-timeout", type=float, default=30.0,
                         help="seconds to wait for a publisher of a topic of unknown type")
+    parser.add_argument("--flush-interval", type=float, default=1.0,
+                        help="sqlite3 bags: seconds between flushes to disk; a recorder killed "
+                             "hard (SIGKILL) leaves a valid bag up to its last flush")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bag")
     parser.add_argument("--json", action="store_true", help="print a summary as JSON")
     return parser
@@ -73,8 +79,10 @@ def _resolve_types(node, topics: list[str], timeout: float, stop) -> dict[str, s
     return types
 
 
-def _record(node, writer, types: dict[str, str], counts: dict[str, int], qos, args, stop) -> None:
-    """Write every message of ``types``' topics until a stop, --duration or --max-messages."""
+def _record(node, writer, types: dict[str, str], counts: dict[str, int], qos, args, stop,
+            flush=None) -> None:
+    """Write every message of ``types``' topics until a stop, --duration or --max-messages;
+    ``flush()`` (when given) every --flush-interval seconds."""
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     from pmt_perception.ros.bags.layout import message_class
@@ -92,9 +100,13 @@ def _record(node, writer, types: dict[str, str], counts: dict[str, int], qos, ar
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     start, announced = time.monotonic(), False
+    flushed = start
     try:
         while executor.context.ok() and not stop.requested:
             executor.spin_once(timeout_sec=0.05)
+            if flush is not None and time.monotonic() - flushed >= args.flush_interval:
+                flush()
+                flushed = time.monotonic()
             if not announced and all(s.get_publisher_count() > 0 for s in subscriptions):
                 # Tests and scripts wait for this line before they start publishing.
                 print(f"recording: {', '.join(args.topics)} matched", file=sys.stderr, flush=True)
@@ -140,9 +152,17 @@ def _run(argv) -> int:
             types = _resolve_types(node, args.topics, args.type_timeout, stop)
             if types is None:  # stopped before anything was recorded: no bag
                 return 0
-            with writing_bag(args.out, storage=args.storage, compression=args.compression,
-                             overwrite=args.overwrite) as writer:
-                _record(node, writer, types, counts, qos, args, stop)
+            if args.storage == "sqlite3" and args.compression == "none":
+                # In place, flushed every --flush-interval: a killed recorder leaves a valid bag.
+                bag = DurableSqliteBag(args.out, overwrite=args.overwrite)
+                try:
+                    _record(node, bag, types, counts, qos, args, stop, flush=bag.flush)
+                finally:
+                    bag.close()
+            else:
+                with writing_bag(args.out, storage=args.storage, compression=args.compression,
+                                 overwrite=args.overwrite) as writer:
+                    _record(node, writer, types, counts, qos, args, stop)
         except BagError as error:
             print(f"pmt-bag-record: {error}", file=sys.stderr)
             return 2
