@@ -19,6 +19,8 @@ PACKAGE = "pmt_perception"
 
 BACKBONES = ("densenet121", "resnet18", "resnet50", "resnet101", "mobilenet_v3_large", "efficientnet_b2")
 UPSAMPLE_MODES = ("nearest", "bilinear", "convex")
+HOURGLASS_CONVS = ("standard", "separable")
+DISPARITY_HEADS = ("regression", "cost_volume")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,24 @@ class ModelConfig:
     # The paper's Table 8 switches.
     fseg_to_disparity: bool
     fseg_fdisp_to_refined: bool
+    # Keys added after the first checkpoints shipped. The defaults below exist only so that
+    # those checkpoints load with the graph they were trained with; every config/model/*.yaml
+    # states them.
+    # `separable`: depthwise-separable hourglasses (the `edge` variant's CPU budget).
+    hourglass_conv: str = "standard"
+    # Multiplier on every branch width (64, 32, 128 ... of Appendix A); backbone untouched.
+    branch_width: float = 1.0
+    # Resolution divisor of the refined-segmentation branch's input s (4 as published; 8
+    # average-pools F1' first so its hourglasses run at H/8 and below).
+    refined_branch_scale: int = 4
+    # `regression` (published: Fdisp -> conv -> pixels) or `cost_volume` (group-wise
+    # correlation over 0..max_disparity at H/cost_volume_scale, 3-D aggregation with Fseg
+    # context, soft-argmin): matching generalises to real cameras, regression learns priors.
+    disparity_head: str = "regression"
+    max_disparity: int = 192               # pixels at the input resolution
+    cost_volume_scale: int = 4             # 4: matching on F1' (H/4); 8: on F2' (H/8)
+    cost_volume_groups: int = 8
+    cost_aggregation_channels: int = 16
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
@@ -61,6 +81,21 @@ class ModelConfig:
         for name in ("coarse_head_scale", "disparity_head_scale", "refined_head_scale"):
             if getattr(self, name) not in (1, 2, 4, 8):
                 raise ValueError(f"{name} must be 1, 2, 4 or 8, got {getattr(self, name)}")
+        if self.hourglass_conv not in HOURGLASS_CONVS:
+            raise ValueError(f"hourglass_conv {self.hourglass_conv!r} is not one of {HOURGLASS_CONVS}")
+        if self.disparity_head not in DISPARITY_HEADS:
+            raise ValueError(f"disparity_head {self.disparity_head!r} is not one of {DISPARITY_HEADS}")
+        if not 0.1 <= self.branch_width <= 4:
+            raise ValueError(f"branch_width must be in [0.1, 4], got {self.branch_width}")
+        if self.refined_branch_scale not in (4, 8):
+            raise ValueError(f"refined_branch_scale must be 4 or 8, got {self.refined_branch_scale}")
+        if self.cost_volume_scale not in (4, 8):
+            raise ValueError(f"cost_volume_scale must be 4 or 8, got {self.cost_volume_scale}")
+        if self.max_disparity < 2 * self.cost_volume_scale:
+            raise ValueError(f"max_disparity must be >= {2 * self.cost_volume_scale} (two "
+                             f"candidates at H/{self.cost_volume_scale}), got {self.max_disparity}")
+        if self.cost_volume_groups < 1:
+            raise ValueError(f"cost_volume_groups must be >= 1, got {self.cost_volume_groups}")
         if not self.spp_f1_windows or not self.spp_f2_windows:
             raise ValueError("spp_f1_windows and spp_f2_windows must not be empty")
 
@@ -68,6 +103,14 @@ class ModelConfig:
     def min_input_size(self) -> int:
         """Smallest H and W the fixed SPP windows accept (F1 is H/4, F2 is H/8)."""
         return max(4 * max(self.spp_f1_windows), 8 * max(self.spp_f2_windows), 32)
+
+    def width(self, channels: int) -> int:
+        """A branch width of Appendix A scaled by `branch_width` (at least 8 channels)."""
+        return max(8, int(round(channels * self.branch_width)))
+
+    @property
+    def separable(self) -> bool:
+        return self.hourglass_conv == "separable"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_model, unwrap
 from .export import OnnxRuntimeModel, OpenVinoModel, export_onnx_bytes
-from .network import PMTNet
+from .network import PMTNet, to_channels_last
 from .network.fusion import fold_batchnorm
 
 LOG = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ class Predictor:
                     model, _ = fold_batchnorm(model)
                 model = model.to(self.device)
                 if self.channels_last:
-                    model = model.to(memory_format=torch.channels_last)
+                    model = to_channels_last(model)
         self.model = model
         self.compiled = self.backend == "compile"
         self._forward = torch.compile(model, **compile_options(self.device)) if self.compiled else model

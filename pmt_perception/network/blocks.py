@@ -30,6 +30,37 @@ class ConvBNReLU(nn.Sequential):
         )
 
 
+class SeparableConvBNReLU(nn.Sequential):
+    """Depthwise k x k conv (BN, ReLU), then pointwise 1 x 1 conv (BN, ReLU): MobileNet's
+    factorisation, about k*k times fewer multiply-adds than ConvBNReLU at equal widths, which
+    is what lets the `edge` variant keep every PMT hourglass on a CPU budget."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3,
+                 stride: int = 1) -> None:
+        padding = (kernel_size - 1) // 2
+        super().__init__(
+            nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride, padding=padding,
+                      groups=in_channels, bias=False),
+            nn.BatchNorm2d(in_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UpsampleSeparableBNReLU(nn.Module):
+    """The separable hourglass's decoder step: nearest x stride to the skip connection's size,
+    then a separable conv. Replaces a transposed conv, which has no cheap depthwise form."""
+
+    def __init__(self, channels: int, *, kernel_size: int) -> None:
+        super().__init__()
+        self.conv = SeparableConvBNReLU(channels, channels, kernel_size=kernel_size)
+
+    def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return self.conv(resize(x, like.shape[-2:], "nearest"))
+
+
 class PointwiseReLU(nn.Sequential):
     """1 x 1 convolution with bias, then ReLU: the branches' channel reducers ("conv1D")."""
 
@@ -64,18 +95,29 @@ class Hourglass(nn.Module):
 
     The published code always builds d5 and skips it when `lastLayer=False`, leaving dead
     parameters; here d5 exists only when it is used.
+
+    With `separable`, every conv is depthwise-separable and every transposed conv is a
+    nearest upsample + separable conv (the `edge` variant); the c/d structure and the residual
+    adds stay.
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3,
-                 stride: int = 1, final_layer: bool = True) -> None:
+                 stride: int = 1, final_layer: bool = True, separable: bool = False) -> None:
         super().__init__()
         k = kernel_size
-        self.c1 = ConvBNReLU(in_channels, out_channels, kernel_size=k)
-        self.c2 = ConvBNReLU(out_channels, out_channels, kernel_size=k, stride=stride)
-        self.c3 = ConvBNReLU(out_channels, out_channels, kernel_size=k, stride=stride)
-        self.d3 = DeconvBNReLU(out_channels, kernel_size=k, stride=stride)
-        self.d4 = DeconvBNReLU(out_channels, kernel_size=k, stride=stride)
-        self.d5 = DeconvBNReLU(out_channels, kernel_size=k, stride=1) if final_layer else None
+        conv = SeparableConvBNReLU if separable else ConvBNReLU
+
+        def up(step: int) -> nn.Module:
+            if separable:
+                return UpsampleSeparableBNReLU(out_channels, kernel_size=k)
+            return DeconvBNReLU(out_channels, kernel_size=k, stride=step)
+
+        self.c1 = conv(in_channels, out_channels, kernel_size=k)
+        self.c2 = conv(out_channels, out_channels, kernel_size=k, stride=stride)
+        self.c3 = conv(out_channels, out_channels, kernel_size=k, stride=stride)
+        self.d3 = up(stride)
+        self.d4 = up(stride)
+        self.d5 = up(1) if final_layer else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.c1(x)

@@ -15,6 +15,14 @@ from ..config import ModelConfig
 from .blocks import (ConvBNReLU, Hourglass, PointwiseReLU, Upsampler, correlation_1d, resize)
 
 
+def hourglass_builder(config: ModelConfig):
+    """Hourglass(in, out) with the variant's stride and conv type."""
+    def build(in_channels: int, out_channels: int, **kwargs) -> Hourglass:
+        return Hourglass(in_channels, out_channels, stride=config.hourglass_stride,
+                         separable=config.separable, **kwargs)
+    return build
+
+
 def head_size(image: torch.Tensor, scale: int) -> tuple[int, int]:
     h, w = image.shape[-2:]
     # Ceil, so upsampling covers the image. Written with positive operands only: ONNX
@@ -32,7 +40,8 @@ class Head(nn.Module):
         self.l_conv = ConvBNReLU(3, 1, kernel_size=5, dilation=2)
         self.reduce = PointwiseReLU(in_channels + 1, width)
         self.hourglass = Hourglass(width, width, kernel_size=kernel_size,
-                                   stride=config.hourglass_stride, final_layer=False)
+                                   stride=config.hourglass_stride, final_layer=False,
+                                   separable=config.separable)
         self.predict = nn.Conv2d(width, out_channels, kernel_size, padding=kernel_size // 2)
         self.upsample = Upsampler(config.upsample, feature_channels=width, scale=scale)
 
@@ -51,9 +60,10 @@ class CoarseSegmentationBranch(nn.Module):
 
     def __init__(self, f4_channels: int, *, config: ModelConfig) -> None:
         super().__init__()
-        self.reduce = PointwiseReLU(2 * f4_channels, 64)
-        self.hourglass = Hourglass(64, 32, stride=config.hourglass_stride)
-        self.head = Head(32, 32, config.num_classes, kernel_size=3,
+        w, hourglass = config.width, hourglass_builder(config)
+        self.reduce = PointwiseReLU(2 * f4_channels, w(64))
+        self.hourglass = hourglass(w(64), w(32))
+        self.head = Head(w(32), w(32), config.num_classes, kernel_size=3,
                          scale=config.coarse_head_scale, config=config)
 
     def forward(self, f4_left: torch.Tensor, f4_right: torch.Tensor,
@@ -72,13 +82,14 @@ class DisparityBranch(nn.Module):
         super().__init__()
         self.max_shift = config.corr_max_shift
         self.fseg_to_disparity = config.fseg_to_disparity
+        w, hourglass = config.width, hourglass_builder(config)
         self.reduce_corr = PointwiseReLU(2 * self.max_shift + 1, config.corr_channels)
         # Table 8 ablation: without Fseg the left SPP features take its place (authors' no_dec1).
-        context_in = 32 if self.fseg_to_disparity else f2_spp_channels
-        self.context = Hourglass(context_in, 128, stride=config.hourglass_stride)
-        self.fuse = Hourglass(128 + config.corr_channels, 64, stride=config.hourglass_stride)
+        context_in = w(32) if self.fseg_to_disparity else f2_spp_channels
+        self.context = hourglass(context_in, w(128))
+        self.fuse = hourglass(w(128) + config.corr_channels, w(64))
         self.scale = config.disparity_head_scale
-        self.head = Head(64, 64, 1, kernel_size=5, scale=self.scale, config=config)
+        self.head = Head(w(64), w(64), 1, kernel_size=5, scale=self.scale, config=config)
 
     def forward(self, f2_left: torch.Tensor, f2_right: torch.Tensor, f_seg: torch.Tensor,
                 left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,26 +107,31 @@ class RefinedSegmentationBranch(nn.Module):
     """cat(SPP(F1_L), SPP(F1_R)) -> 1x1 -> hourglass = s (H/4); s mixed with Fdisp and with
     Fseg in two sub-branches whose sigmoid attention maps are crossed; hourglass; head."""
 
-    def __init__(self, f1_spp_channels: int, *, config: ModelConfig) -> None:
+    def __init__(self, f1_spp_channels: int, *, f_disp_channels: int, config: ModelConfig) -> None:
         super().__init__()
-        stride = config.hourglass_stride
+        w, hourglass = config.width, hourglass_builder(config)
         self.use_task_features = config.fseg_fdisp_to_refined
-        self.reduce = PointwiseReLU(2 * f1_spp_channels, 128)
-        self.hourglass = Hourglass(128, 64, stride=stride)
+        # 4 as published; 8 pools F1' first so every hourglass below runs at H/8 or lower.
+        self.input_pool = config.refined_branch_scale // 4
+        self.reduce = PointwiseReLU(2 * f1_spp_channels, w(128))
+        self.hourglass = hourglass(w(128), w(64))
         if self.use_task_features:
-            self.seg_context = Hourglass(32, 64, stride=stride)
-            self.with_disp = Hourglass(128, 64, stride=stride)
-            self.with_seg = Hourglass(128, 64, stride=stride)
-            self.disp_attention = nn.Sequential(nn.Conv2d(64, 1, 1), nn.Sigmoid())
-            self.seg_attention = nn.Sequential(nn.Conv2d(64, 1, 1), nn.Sigmoid())
-        self.fuse = Hourglass(128 if self.use_task_features else 64, 64, stride=stride)
-        self.head = Head(64, 32, config.num_classes, kernel_size=3,
+            self.seg_context = hourglass(w(32), w(64))
+            self.with_disp = hourglass(w(64) + f_disp_channels, w(64))
+            self.with_seg = hourglass(w(128), w(64))
+            self.disp_attention = nn.Sequential(nn.Conv2d(w(64), 1, 1), nn.Sigmoid())
+            self.seg_attention = nn.Sequential(nn.Conv2d(w(64), 1, 1), nn.Sigmoid())
+        self.fuse = hourglass(w(128) if self.use_task_features else w(64), w(64))
+        self.head = Head(w(64), w(32), config.num_classes, kernel_size=3,
                          scale=config.refined_head_scale, config=config)
 
     def forward(self, f1_left: torch.Tensor, f1_right: torch.Tensor, f_seg: torch.Tensor,
                 f_disp: torch.Tensor, left: torch.Tensor
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-        s = self.hourglass(self.reduce(torch.cat([f1_left, f1_right], 1)))
+        s = torch.cat([f1_left, f1_right], 1)
+        if self.input_pool > 1:
+            s = F.avg_pool2d(s, self.input_pool, self.input_pool, ceil_mode=True)
+        s = self.hourglass(self.reduce(s))
         attention = None
         if self.use_task_features:
             size = s.shape[-2:]

@@ -14,7 +14,8 @@ from pmt_perception.config import (from_dict, load_model_config, load_yaml,
                                    resolve_config_path)
 from pmt_perception.data import DataConfig, build_dataset, build_train_sampler
 from pmt_perception.losses import PMTLoss
-from pmt_perception.network import build_model
+from pmt_perception.inference import cpu_has_native_bf16
+from pmt_perception.network import build_model, to_channels_last
 
 from .distributed import DistributedContext
 from .options import deep_merge
@@ -22,12 +23,13 @@ from .sampling import ResumableSampler, SeededSamples, collate_samples
 
 
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """None for fp32. `auto`: bf16 on CPUs (AMX/AVX-512 run it several times faster than fp32)
+    """None for fp32. `auto`: bf16 on CPUs with native bf16 (avx512_bf16 / AMX run it about 2x
+    faster than fp32; on plain AVX2 it is emulated and several times slower, so fp32 there)
     and on GPUs that support it, fp16 on older GPUs."""
     if precision == "auto":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_native_bf16() else None
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision fp16 is a GPU path; use bf16 (or auto) on the CPU")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -77,7 +79,7 @@ def build_network(settings: dict[str, Any], num_classes: int, context: Distribut
         network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
     network = network.to(context.device)
     if settings["channels_last"]:
-        network = network.to(memory_format=torch.channels_last)
+        network = to_channels_last(network)
     return network
 
 

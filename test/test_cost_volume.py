@@ -1,0 +1,129 @@
+"""The matching disparity head (cost volume + soft-argmin) and the `edge` variant."""
+import pytest
+import torch
+
+from pmt_perception.config import load_model_config
+from pmt_perception.export import export_onnx, onnx_parity
+from pmt_perception.network import build_model, count_parameters, to_channels_last
+from pmt_perception.network.cost_volume import (FactorizedConv3d, groupwise_correlation_volume,
+                                                soft_argmin)
+
+# Small-input edge: SPP windows shrunk so 64-px inputs are legal; 32 px of disparity range.
+TINY_EDGE = dict(spp_f1_windows=(8, 4), spp_f2_windows=(4, 2), max_disparity=32)
+
+
+def test_volume_peaks_at_the_true_shift():
+    torch.manual_seed(0)
+    # Unit vectors per group and pixel: the correlation of a vector with itself is the maximum.
+    right = torch.nn.functional.normalize(torch.randn(1, 4, 4, 5, 40), dim=2).reshape(1, 16, 5, 40)
+    shift = 3
+    left = torch.zeros_like(right)
+    left[..., shift:] = right[..., :-shift]          # left(x) = right(x - 3): disparity 3
+    volume = groupwise_correlation_volume(left, right, num_disparities=8, groups=4)
+    assert volume.shape == (1, 4, 8, 5, 40)
+    # Away from the left border every group scores disparity 3 best.
+    assert (volume[..., 10:].argmax(2) == shift).all()
+    # Zero where x - d leaves the image.
+    assert torch.all(volume[:, :, 7, :, :7] == 0)
+
+
+def test_volume_accepts_images_narrower_than_the_range():
+    volume = groupwise_correlation_volume(torch.rand(1, 8, 3, 5), torch.rand(1, 8, 3, 5),
+                                          num_disparities=12, groups=2)
+    assert volume.shape == (1, 2, 12, 3, 5)
+
+
+def test_volume_rejects_channels_that_do_not_split_into_groups():
+    with pytest.raises(ValueError, match="groups"):
+        groupwise_correlation_volume(torch.rand(1, 6, 2, 2), torch.rand(1, 6, 2, 2),
+                                     num_disparities=2, groups=4)
+
+
+def test_soft_argmin_range_and_sharp_limit():
+    scores = torch.randn(2, 10, 4, 4)
+    disparity, probability = soft_argmin(scores)
+    assert disparity.shape == (2, 1, 4, 4)
+    assert torch.allclose(probability.sum(1), torch.ones(2, 4, 4))
+    assert disparity.min() >= 0 and disparity.max() <= 9
+    sharp = torch.full((1, 10, 1, 1), -1e4)
+    sharp[0, 6] = 0
+    assert soft_argmin(sharp)[0].item() == pytest.approx(6.0)
+
+
+def test_factorized_conv3d_keeps_the_volume_shape_and_sees_neighbouring_disparities():
+    conv = FactorizedConv3d(4, 6).eval()
+    with torch.no_grad():   # positive weights: no ReLU can hide where the voxel reaches
+        for parameter in conv.parameters():
+            parameter.abs_()
+    volume = torch.zeros(1, 4, 7, 5, 5)
+    volume[:, :, 3, 2, 2] = 1                     # one voxel
+    out = conv(volume)
+    assert out.shape == (1, 6, 7, 5, 5)
+    reached = (out - conv(torch.zeros_like(volume))).abs().sum((0, 1)) > 0
+    # A 3x3x3 receptive field: disparities 2..4 and the 3x3 spatial neighbourhood, no further.
+    assert reached[2:5, 1:4, 1:4].all()
+    assert not reached[0].any() and not reached[6].any()
+
+
+def edge_model(**overrides):
+    torch.manual_seed(0)
+    return build_model(load_model_config("edge", **{**TINY_EDGE, **overrides}))
+
+
+@pytest.mark.parametrize("size", [(64, 64), (70, 100), (96, 160)])
+def test_edge_output_shapes_and_disparity_range(size):
+    model = edge_model().eval()
+    left = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        out = model(left, torch.rand_like(left))
+    assert out.coarse_logits.shape == out.refined_logits.shape == (2, 19, *size)
+    assert out.disparity.shape == (2, 1, *size)
+    # Soft-argmin over 0..max_disparity, convex upsampling: never negative, never past the range.
+    assert out.disparity.min() >= 0 and out.disparity.max() <= 32
+    assert out.seg_attention is not None and out.disp_attention is not None
+
+
+@pytest.mark.parametrize("overrides", [{}, {"cost_volume_scale": 4}, {"hourglass_conv": "standard"}])
+def test_every_edge_parameter_gets_a_gradient(overrides):
+    model = edge_model(**overrides).train()
+    left = torch.rand(2, 3, 64, 96)
+    out = model(left, torch.rand_like(left))
+    sum(o.float().mean() for o in out if o is not None).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_matching_head_is_available_to_every_variant():
+    for variant in ("paper", "fast", "fast_mobile"):
+        config = load_model_config(variant, disparity_head="cost_volume",
+                                   spp_f1_windows=(8, 4), spp_f2_windows=(4, 2))
+        model = build_model(config).eval()
+        with torch.no_grad():
+            out = model(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
+        assert out.disparity.shape == (1, 1, 64, 64)
+
+
+def test_paper_keeps_the_published_regression_head():
+    assert load_model_config("paper").disparity_head == "regression"
+    assert load_model_config("edge").disparity_head == "cost_volume"
+
+
+def test_edge_is_smaller_than_fast_mobile():
+    edge = count_parameters(build_model(load_model_config("edge")))
+    mobile = count_parameters(build_model(load_model_config("fast_mobile")))
+    assert edge["heads"] < mobile["heads"] / 2
+
+
+def test_channels_last_skips_five_dimensional_weights():
+    model = to_channels_last(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv3d(4, 4, 3)))
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model[1].weight.dim() == 5
+
+
+@pytest.mark.slow
+def test_edge_onnx_parity_at_two_sizes(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = edge_model().eval()
+    path = export_onnx(model, tmp_path / "edge.onnx", size=(64, 96))
+    worst = onnx_parity(model, path, [(64, 96), (96, 160)])
+    assert worst["disparity"] < 1e-3
+    assert worst["coarse_logits"] < 1e-3 and worst["refined_logits"] < 1e-3
