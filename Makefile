@@ -6,7 +6,8 @@ SHELL  := /bin/bash
 # The ROS-facing tests that take another path when the real ROS 2 tools (launch, ros2 CLI,
 # message_filters, sensor_msgs_py) are absent; `make test-without-ros2-tools` runs them so.
 ROS_TOOL_TESTS ?= test/test_sync.py test/test_launch.py test/test_bag_io.py test/test_node_units.py \
-                  test/test_node_outputs.py test/test_ros_conversions.py test/test_ros_tools.py
+                  test/test_node_outputs.py test/test_ros_conversions.py test/test_ros_launch.py \
+                  test/test_shutdown.py
 
 .PHONY: demo test test-fast test-without-ros2-tools venv clean help
 

@@ -204,6 +204,31 @@ def test_pointcloud2_layout_and_round_trip():
     assert no_labels.point_step == 16
 
 
+def test_pointcloud2_reads_back_with_the_real_sensor_msgs_py():
+    """The upstream reader (sensor_msgs_py.point_cloud2) sees the same x y z rgb label; and a
+    cloud it builds reads here (both directions of the wire format)."""
+    point_cloud2 = pytest.importorskip("sensor_msgs_py.point_cloud2",
+                                       reason="sensor_msgs_py is not installed "
+                                              "(../shared/ros2_python/install.sh)")
+    points, rgb, labels = make_cloud_inputs()
+    msg = make_pointcloud2(points, rgb, labels, HEADER)
+    read = point_cloud2.read_points(msg, skip_nans=False)
+    xyz = np.stack([read["x"], read["y"], read["z"]], axis=-1).reshape(points.shape)
+    np.testing.assert_array_equal(xyz, points)
+    packed = np.asarray(read["rgb"], np.float32).view(np.uint32).reshape(rgb.shape[:2])
+    np.testing.assert_array_equal(unpack_rgb(packed), rgb)
+    np.testing.assert_array_equal(np.asarray(read["label"]).reshape(labels.shape), labels)
+    dense = point_cloud2.read_points(msg, field_names=("x", "y", "z"), skip_nans=True)
+    assert len(dense) == int(np.isfinite(points).all(axis=-1).sum())
+
+    theirs = point_cloud2.create_cloud(HEADER, msg.fields, [
+        tuple(row) for row in pointcloud2_to_array(msg).reshape(-1).tolist()])
+    ours = pointcloud2_to_array(theirs).reshape(-1)
+    np.testing.assert_array_equal(np.stack([ours["x"], ours["y"], ours["z"]], -1),
+                                  points.reshape(-1, 3))
+    np.testing.assert_array_equal(ours["label"], labels.reshape(-1))
+
+
 def test_rgb_is_packed_as_stereo_image_proc_packs_it():
     points = np.zeros((1, 1, 3), np.float32)
     rgb = np.array([[[0x12, 0x34, 0x56]]], dtype=np.uint8)
