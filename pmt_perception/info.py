@@ -34,7 +34,11 @@ def describe(variant: str, size: tuple[int, int], num_classes: int | None = None
     overrides = {"num_classes": num_classes} if num_classes else {}
     config = load_model_config(variant, **overrides)
     with torch.device("meta"):
-        params = count_parameters(build_model(config))
+        model = build_model(config)
+    params = count_parameters(model)
+    # Unique trainable parameters of each top-level part (backbone, spp_*, the three branches).
+    params_per_part = {name: sum(p.numel() for p in part.parameters() if p.requires_grad)
+                       for name, part in model.named_children()}
     return {
         "variant": config.variant,
         "backbone": config.backbone,
@@ -42,6 +46,7 @@ def describe(variant: str, size: tuple[int, int], num_classes: int | None = None
         "input_size": list(size),
         "min_input_size": config.min_input_size,
         "parameters": params,
+        "parameters_per_part": params_per_part,
         "gflops": count_gflops(config, size),
         "config": to_plain(config),
     }
@@ -66,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"variant {info['variant']} ({info['backbone']}, {info['num_classes']} classes)")
     print(f"parameters: {p['unique'] / 1e6:.2f}M unique, {p['siamese_counted'] / 1e6:.2f}M "
           f"Siamese-counted (backbone+SPP {p['siamese_modules'] / 1e6:.2f}M counted twice)")
-    print(f"GFLOP at {args.size[0]}x{args.size[1]}: {g['total']:.1f}")
+    print(f"GFLOP at {args.size[0]}x{args.size[1]}: {g['total']:.1f}   (per part: GFLOP, parameters)")
     for part, value in g.items():
         if part != "total":
-            print(f"  {part:<22} {value:8.1f}")
+            print(f"  {part:<22} {value:8.1f} {info['parameters_per_part'].get(part, 0) / 1e6:8.2f}M")
     print(f"smallest input: {info['min_input_size']}x{info['min_input_size']}")
     return 0
 

@@ -203,3 +203,6 @@ def test_pmt_info_json(capsys):
     # The published graph costs ~563 GFLOP per pair at 480x720, most in the disparity head.
     assert 500 < info["gflops"]["total"] < 650
     assert info["gflops"]["disparity"] > info["gflops"]["backbone"]
+    # Per-part parameters cover the whole model, part by part.
+    assert sum(info["parameters_per_part"].values()) == info["parameters"]["unique"]
+    assert set(info["parameters_per_part"]) >= {"backbone", "disparity", "refined_segmentation"}
