@@ -1,0 +1,372 @@
+"""Self-supervised adaptation: each loss term against values worked out by hand on tiny
+tensors, the SGBM proxy labels, and `pmt-adapt` end to end on a tiny model (a synthetic pair
+with its ground truth withheld; NaN steps discarded; resume = uninterrupted run)."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pmt_perception import adapt
+from pmt_perception import photometric as P
+from pmt_perception.checkpoint import load_checkpoint, load_model
+
+torch.set_num_threads(1)
+
+
+def ramp(width: int, height: int = 2) -> torch.Tensor:
+    """1 x 1 x H x W image whose value is the column index."""
+    return torch.arange(width, dtype=torch.float32).repeat(height, 1)[None, None]
+
+
+# ----------------------------------------------------------------------------- warping
+def test_warp_samples_right_image_at_x_minus_d_with_validity():
+    right = ramp(4)
+    warped, valid = P.warp_right_to_left(right, torch.full_like(right, 1.0))
+    # left pixel x sees right pixel x - 1: column 0 would need x = -1 (outside, masked).
+    assert warped[0, 0, 0, 1:].tolist() == [0.0, 1.0, 2.0]
+    assert valid[0, 0, 0].tolist() == [False, True, True, True]
+    warped, valid = P.warp_right_to_left(right, torch.full_like(right, 0.5))
+    assert torch.allclose(warped[0, 0, 0, 1:], torch.tensor([0.5, 1.5, 2.5]))   # bilinear
+    assert valid[0, 0, 0].tolist() == [False, True, True, True]
+    # Negative disparity points past the right edge: the last column is invalid.
+    _, valid = P.warp_right_to_left(right, torch.full_like(right, -1.0))
+    assert valid[0, 0, 0].tolist() == [True, True, True, False]
+
+
+def test_warp_reconstructs_a_shifted_image_and_passes_gradients():
+    torch.manual_seed(0)
+    right = torch.rand(1, 3, 5, 9)
+    left = torch.zeros_like(right)
+    left[..., 2:] = right[..., :-2]                  # left(x) = right(x - 2)
+    disparity = torch.full((1, 1, 5, 9), 2.0, requires_grad=True)
+    warped, valid = P.warp_right_to_left(right, disparity)
+    assert torch.allclose(warped[..., 2:], left[..., 2:])
+    assert not valid[..., :2].any() and valid[..., 2:].all()
+    P.photometric_loss(left, right, disparity + 0.3).backward()
+    assert disparity.grad is not None and disparity.grad.abs().sum() > 0
+
+
+def test_warp_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="disparity B x 1 x H x W"):
+        P.warp_right_to_left(torch.zeros(1, 3, 4, 4), torch.zeros(1, 2, 4, 4))
+    with pytest.raises(ValueError, match="differ"):
+        P.warp_right_to_left(torch.zeros(1, 3, 4, 4), torch.zeros(1, 1, 4, 5))
+
+
+# ----------------------------------------------------------------------------- SSIM, photometric
+def test_ssim_identical_is_one_and_constants_match_the_formula():
+    torch.manual_seed(1)
+    image = torch.rand(1, 3, 4, 5)
+    assert torch.allclose(P.ssim(image, image), torch.ones_like(image), atol=1e-6)
+    # Constant images a, b: no variance, SSIM = (2ab + C1) / (a^2 + b^2 + C1).
+    a, b = torch.full((1, 1, 3, 3), 0.5), torch.full((1, 1, 3, 3), 0.25)
+    expected = (2 * 0.5 * 0.25 + 1e-4) / (0.25 + 0.0625 + 1e-4)
+    assert torch.allclose(P.ssim(a, b), torch.full_like(a, expected), atol=1e-6)
+
+
+def test_ssim_of_a_3x3_window_by_hand():
+    # Centre pixel of a 3x3 image: its window is the whole image (no padding involved).
+    x = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
+    y = torch.full_like(x, 0.5)
+    mu_x, mu_y, var_x = 4 / 9, 0.5, 4 / 9 - (4 / 9) ** 2   # y constant: var_y = cov = 0
+    expected = ((2 * mu_x * mu_y + P.SSIM_C1) * P.SSIM_C2
+                / ((mu_x ** 2 + mu_y ** 2 + P.SSIM_C1) * (var_x + P.SSIM_C2)))
+    assert P.ssim(x, y)[0, 0, 1, 1].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_photometric_error_weights_ssim_and_l1():
+    a, b = torch.full((1, 3, 3, 3), 0.5), torch.full((1, 3, 3, 3), 0.25)
+    s = (2 * 0.5 * 0.25 + 1e-4) / (0.25 + 0.0625 + 1e-4)
+    expected = 0.85 * (1 - s) / 2 + 0.15 * 0.25
+    error = P.photometric_error(a, b)
+    assert error.shape == (1, 1, 3, 3)
+    assert torch.allclose(error, torch.full_like(error, expected), atol=1e-6)
+    assert torch.allclose(P.photometric_error(a, a), torch.zeros(1, 1, 3, 3), atol=1e-6)
+
+
+def test_photometric_loss_masks_outside_and_occluded_pixels():
+    right = torch.zeros(1, 3, 2, 4)
+    left = torch.zeros(1, 3, 2, 4)
+    left[..., 3] = 0.4                      # only column 3 is wrong, by 0.4 (L1)
+    disparity = torch.zeros(1, 1, 2, 4)
+    error = P.photometric_error(left, right)
+    assert P.photometric_loss(left, right, disparity).item() == pytest.approx(error.mean().item())
+    mask = torch.ones(1, 1, 2, 4, dtype=torch.bool)
+    mask[..., 2:] = False   # "occluded": the wrong column and its SSIM neighbour are ignored
+    assert P.photometric_loss(left, right, disparity, mask=mask).item() == pytest.approx(0.0, abs=1e-6)
+    # d = 1: column 0 leaves the image and is not counted.
+    only_inside = P.photometric_error(left, P.warp_right_to_left(right, disparity + 1)[0])[..., 1:]
+    assert P.photometric_loss(left, right, disparity + 1).item() == pytest.approx(only_inside.mean().item())
+
+
+def test_masked_mean_by_hand_and_empty_mask():
+    values = torch.tensor([1.0, 2.0, 3.0, 6.0])
+    assert P.masked_mean(values, torch.tensor([True, False, True, True])).item() == pytest.approx(10 / 3)
+    assert P.masked_mean(values, torch.zeros(4, dtype=torch.bool)).item() == 0.0
+
+
+# ----------------------------------------------------------------------------- left-right
+def block_matcher(max_disparity: int):
+    """A left-referenced 'network' for tests: winner-takes-all on the per-pixel absolute
+    difference, candidates 0..max_disparity (sampling at x - d)."""
+    def forward(left, right):
+        costs = []
+        for d in range(max_disparity + 1):
+            warped, valid = P.warp_right_to_left(right, torch.full_like(left[:, :1], float(d)))
+            cost = (left - warped).abs().sum(1, keepdim=True)
+            costs.append(torch.where(valid, cost, torch.full_like(cost, 1e9)))
+        return torch.cat(costs, 1).argmin(1, keepdim=True).float()
+    return forward
+
+
+def test_right_disparity_by_flipping_the_swapped_pair():
+    torch.manual_seed(2)
+    right = torch.rand(1, 3, 4, 12)
+    left = torch.zeros_like(right)
+    left[..., 3:] = right[..., :-3]        # disparity 3 everywhere (left pixel x = right x - 3)
+    left[..., :3] = torch.rand(1, 3, 4, 3)
+    matcher = block_matcher(5)
+    assert (matcher(left, right)[..., 3:] == 3).all()
+    right_disparity = P.right_disparity(matcher, left, right)
+    # Right pixel x matches left pixel x + 3: known wherever x + 3 is inside the image.
+    assert (right_disparity[..., :-3] == 3).all()
+    # The network must see the mirrored right image in the left slot.
+    seen = {}
+
+    def spy(l, r):
+        seen["left"], seen["right"] = l, r
+        return l[:, :1]
+    out = P.right_disparity(spy, left, right)
+    assert torch.equal(seen["left"], torch.flip(right, [-1]))
+    assert torch.equal(seen["right"], torch.flip(left, [-1]))
+    assert torch.equal(out, right[:, :1])
+
+
+def test_left_right_consistency_by_hand():
+    d_left = torch.full((1, 1, 1, 5), 1.0)
+    d_right = torch.full((1, 1, 1, 5), 1.0)
+    assert P.left_right_consistency(d_left, d_right)[0, 0, 0].tolist() == [False, True, True, True, True]
+    d_right[..., 2] = 4.0   # right pixel 2 disagrees: left pixel 3 (3 - 1 = 2) is flagged
+    assert P.left_right_consistency(d_left, d_right)[0, 0, 0].tolist() == [False, True, True, False, True]
+    # threshold 3 px tolerates it (|1 - 4| = 3 <= 3)
+    assert P.left_right_consistency(d_left, d_right, threshold=3.0)[0, 0, 0, 3].item()
+
+
+# ----------------------------------------------------------------------------- smoothness
+def test_edge_aware_smoothness_by_hand():
+    disparity = torch.tensor([[0.0, 1.0, 3.0], [0.0, 1.0, 3.0]])[None, None]
+    flat = torch.zeros(1, 3, 2, 3)
+    # x gradients 1, 2 (both rows), y gradients 0: mean 1.5 + 0.
+    assert P.edge_aware_smoothness(disparity, flat, normalize=False).item() == pytest.approx(1.5)
+    edge = torch.zeros(1, 3, 2, 3)
+    edge[..., 2] = 1.0      # an image edge between columns 1 and 2 weights that step by e^-1
+    expected = (1.0 + 2.0 * math.exp(-1.0)) / 2
+    assert P.edge_aware_smoothness(disparity, edge, normalize=False).item() == pytest.approx(expected)
+    # normalised by the mean disparity (4/3): the same value divided by 4/3
+    assert P.edge_aware_smoothness(disparity, flat).item() == pytest.approx(1.5 / (4 / 3), rel=1e-5)
+    assert P.edge_aware_smoothness(torch.full((1, 1, 2, 3), 7.0), flat).item() == 0.0
+
+
+# ----------------------------------------------------------------------------- distillation, proxy
+def test_distillation_kl_by_hand():
+    teacher = torch.tensor([0.5, 0.5]).view(1, 2, 1, 1)
+    student = torch.tensor([0.0, math.log(3.0)]).view(1, 2, 1, 1)     # softmax: 0.25, 0.75
+    expected = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert P.distillation_loss(student, teacher).item() == pytest.approx(expected, rel=1e-5)
+    same = torch.tensor([1.0, -2.0, 0.5]).view(1, 3, 1, 1)
+    assert P.distillation_loss(same, same.softmax(1)).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="differ"):
+        P.distillation_loss(torch.zeros(1, 2, 1, 1), torch.zeros(1, 3, 1, 1))
+
+
+def test_proxy_l1_only_on_kept_pixels():
+    disparity = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 1, 4)
+    proxy = torch.tensor([math.nan, 2.5, 0.0, 1.0]).view(1, 1, 1, 4)
+    assert P.proxy_l1_loss(disparity, proxy).item() == pytest.approx((0.5 + 3.0) / 2)
+    empty = torch.full((1, 1, 1, 4), math.nan)
+    assert P.proxy_l1_loss(disparity, empty).item() == 0.0
+
+
+def textured_pair(height=64, width=128, disparity=4, seed=0):
+    """A smooth random texture and its copy shifted by `disparity` px (uint8 HxWx3 each)."""
+    rng = np.random.default_rng(seed)
+    texture = cv2.resize(rng.random((height // 4, (width + disparity) // 4 + 1, 3)).astype(np.float32),
+                         ((width + disparity) // 4 * 4 + 4, height), interpolation=cv2.INTER_CUBIC)
+    texture = (np.clip(texture, 0, 1) * 255).astype(np.uint8)
+    right = np.ascontiguousarray(texture[:, disparity:disparity + width])
+    left = np.ascontiguousarray(texture[:, :width])    # left(x) = right(x - disparity)
+    return left, right
+
+
+def test_sgbm_proxy_keeps_correct_pixels_only():
+    left, right = textured_pair(disparity=6)
+    proxy = P.sgbm_proxy(left, right, P.sgbm_settings("3way", num_disparities=16))
+    kept = np.isfinite(proxy)
+    assert 0.2 < kept.mean() < 1.0                          # sparse: borders etc. rejected
+    assert not kept[:, :6].any()                            # no match exists left of d
+    error = np.abs(proxy[kept] - 6)
+    assert (error <= 1.0).mean() > 0.99 and error.max() <= 2.0
+    with pytest.raises(ValueError, match="left-right check"):
+        P.sgbm_settings("3way", disp12_max_diff=-1)
+    with pytest.raises(ValueError, match="unknown SGBM preset"):
+        P.sgbm_settings("nope")
+
+
+# ----------------------------------------------------------------------------- pmt-adapt
+def write_pair_folder(root, *, disparity=4, count=1):
+    (root / "left").mkdir(parents=True)
+    (root / "right").mkdir()
+    (root / "disparity").mkdir()
+    for index in range(count):
+        left, right = textured_pair(disparity=disparity, seed=index)
+        name = f"{index:03d}.png"
+        cv2.imwrite(str(root / "left" / name), left[..., ::-1])
+        cv2.imwrite(str(root / "right" / name), right[..., ::-1])
+        gt = np.full(left.shape[:2], disparity * 256, np.uint16)
+        gt[:, :disparity] = 0
+        cv2.imwrite(str(root / "disparity" / name), gt)
+    return root
+
+
+def small_settings(tmp_path, **changes):
+    text = (adapt.default_settings_path()).read_text()
+    path = tmp_path / "adapt.yaml"
+    path.write_text(text)
+    settings = dict(crop=[0, 0], lr=1e-3, cache_pairs=2, save_every=0, precision="fp32", device="cpu",
+                    sgbm={"preset": "3way", "num_disparities": 16, "uniqueness_ratio": 10,
+                          "disp12_max_diff": 1},
+                    occlusion={"enabled": True, "threshold_px": 3.0, "refresh_every": 2})
+    settings.update(changes)
+    import yaml
+    data = yaml.safe_load(text)
+    data.update(settings)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_settings_file_and_errors(tmp_path):
+    settings = adapt.load_settings()
+    assert settings.steps > 0 and settings.weights["photometric"] > 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 3\n")
+    with pytest.raises(ValueError, match="bad.yaml"):
+        adapt.load_settings(bad)
+    with pytest.raises(ValueError, match="crop"):
+        adapt.load_settings(crop=[100, 100])
+
+
+def test_list_pairs_folder_and_middlebury_and_errors(tmp_path):
+    folder = write_pair_folder(tmp_path / "pairs", count=2)
+    pairs = adapt.list_pairs(folder)
+    assert [p.name for p in pairs] == ["000", "001"] and pairs[0].gt_kind == "png16"
+    left, right, gt = adapt.load_pair(pairs[0], (32, 64))     # resized: GT scaled by 64/128
+    assert left.shape == (32, 64, 3) and gt.max() == pytest.approx(2.0)
+    scene = tmp_path / "mb"
+    scene.mkdir()
+    l_img, r_img = textured_pair()
+    cv2.imwrite(str(scene / "thingL.png"), l_img)
+    cv2.imwrite(str(scene / "thingR.png"), r_img)
+    cv2.imwrite(str(scene / "thingGT.png"), np.full(l_img.shape[:2], 12, np.uint8))
+    pairs = adapt.list_pairs(scene)
+    assert len(pairs) == 1 and pairs[0].gt_kind == "middlebury"
+    with pytest.raises(ValueError, match="neither left/"):
+        adapt.list_pairs(tmp_path / "pairs" / "left")
+    (tmp_path / "pairs" / "right" / "001.png").unlink()
+    with pytest.raises(ValueError, match="lacks 1 image"):
+        adapt.list_pairs(folder)
+
+
+def test_adaptation_lowers_photometric_loss_and_moves_disparity_to_ground_truth(tmp_path, tiny_checkpoint):
+    """A synthetic pair, ground truth withheld from the adaptation, used only to score."""
+    torch.manual_seed(0)
+    left, right = textured_pair(disparity=4)
+    gt = np.full(left.shape[:2], 4.0, np.float32)
+    gt[:, :4] = 0
+    model, _ = load_model(tiny_checkpoint)
+    settings = adapt.load_settings(small_settings(tmp_path), parameters="all")
+    adapter = adapt.Adapter(model, settings, device=torch.device("cpu"))
+    pair = adapter.prepare(0, left, right)
+    window = (slice(0, 64), slice(0, 128))
+
+    def scores():
+        with torch.no_grad():
+            disparity = adapt.forward_padded(adapter.model, pair.left, pair.right)[0]
+            photo = P.photometric_loss(pair.left, pair.right, disparity).item()
+        error = (disparity[0, 0].numpy() - gt)[gt > 0]
+        return photo, float(np.abs(error).mean())
+
+    photo_before, epe_before = scores()
+    for _ in range(40):
+        result = adapter.step(pair, window)
+        assert result["applied"]
+    photo_after, epe_after = scores()
+    assert photo_after < photo_before
+    assert epe_after < 0.5 * epe_before
+    assert adapter.discarded == 0
+
+
+def test_non_finite_step_is_discarded(tmp_path, tiny_checkpoint, monkeypatch):
+    model, _ = load_model(tiny_checkpoint)
+    settings = adapt.load_settings(small_settings(tmp_path), parameters="disparity")
+    adapter = adapt.Adapter(model, settings, device=torch.device("cpu"))
+    left, right = textured_pair()
+    pair = adapter.prepare("a", left, right)
+    before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    original = adapter.losses
+
+    def poisoned(*args, **kwargs):
+        terms = original(*args, **kwargs)
+        terms["total"] = terms["total"] * float("nan")
+        return terms
+    monkeypatch.setattr(adapter, "losses", poisoned)
+    result = adapter.step(pair, (slice(0, 64), slice(0, 128)))
+    assert not result["applied"] and adapter.discarded == 1
+    assert all(torch.equal(v, adapter.model.state_dict()[k]) for k, v in before.items())
+    # parameters=disparity: only the disparity branch takes gradients.
+    assert all(p.requires_grad == n.startswith("disparity.") for n, p in adapter.model.named_parameters())
+
+
+def test_pmt_adapt_command_checkpoint_resume_and_determinism(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    data = write_pair_folder(tmp_path / "pairs", count=2)
+    config = small_settings(tmp_path, crop=[32, 64], save_every=2)
+    common = ["--checkpoint", str(tiny_checkpoint), "--data", str(data), "--config", str(config),
+              "--steps", "4", "--seed", "3"]
+    assert adapt.main([*common, "--out", str(tmp_path / "a.pt"), "--eval", "--json"]) == 0
+    report = capsys.readouterr().out
+    assert '"before"' in report and '"after"' in report
+    payload = load_checkpoint(tmp_path / "a.pt")
+    original = load_checkpoint(tiny_checkpoint)
+    assert payload["class_names"] == original["class_names"]
+    assert payload["model_config"] == original["model_config"]
+    assert payload["adapted"]["steps"] == 4 and payload["adapted"]["from_checkpoint"] == str(tiny_checkpoint)
+    assert payload["adapted"]["pairs"] == ["000", "001"] and "adapt_state" not in payload
+    assert not (tmp_path / "a.partial.pt").exists()
+
+    # Interrupted after 3 steps (a snapshot at step 2), then resumed: same weights as a.pt.
+    calls = {"n": 0}
+    real_step = adapt.Adapter.step
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+    monkeypatch.setattr(adapt.Adapter, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        adapt.main([*common, "--out", str(tmp_path / "b.pt")])
+    assert load_checkpoint(tmp_path / "b.partial.pt")["adapt_state"]["step"] == 2
+    monkeypatch.setattr(adapt.Adapter, "step", real_step)
+    assert adapt.main([*common, "--out", str(tmp_path / "b.pt")]) == 0
+    resumed = load_checkpoint(tmp_path / "b.pt")["model_state"]
+    for key, value in payload["model_state"].items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_pmt_adapt_reports_bad_inputs(tmp_path, tiny_checkpoint, capsys):
+    code = adapt.main(["--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "none"),
+                       "--out", str(tmp_path / "x.pt")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
