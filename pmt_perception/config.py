@@ -124,6 +124,11 @@ class LossConfig:
     ignore_index: int
     # Kendall et al. (2018) homoscedastic-uncertainty weighting of the three branch losses.
     uncertainty_weighting: bool
+    # Cross-entropy of the cost-volume head's candidate distribution against the ground truth
+    # (two-bin soft target at H/s). L1 through a soft-argmin alone teaches matching slowly: the
+    # expectation starts at the middle of the range and its gradient spreads over every
+    # candidate. 0 (the paper) for regression heads. Default for configs older than the key.
+    disparity_distribution: float = 0.0
 
 
 # --------------------------------------------------------------------------- locating files

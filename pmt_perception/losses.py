@@ -136,6 +136,40 @@ def masked_l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return absolute_error.sum() / valid.sum().clamp(min=1)
 
 
+def downsample_disparity(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) ground truth -> (B, h, w) in pixels of the h x w grid (h = ceil(H / s)): the
+    mean of each s x s block's valid pixels divided by s; 0 where under half the block is
+    valid. Blocks past the image edge count their missing pixels as invalid."""
+    b, height, width = target.shape
+    scale = -(-height // size[0])
+    valid = (torch.isfinite(target) & (target > 0)).float()
+    clean = torch.where(valid > 0, target, torch.zeros_like(target))
+    pad = (0, size[1] * scale - width, 0, size[0] * scale - height)
+    total = F.avg_pool2d(F.pad(clean, pad).unsqueeze(1), scale).squeeze(1)
+    share = F.avg_pool2d(F.pad(valid, pad).unsqueeze(1), scale).squeeze(1)
+    mean = total / share.clamp(min=1e-6)
+    return torch.where(share >= 0.5, mean / scale, torch.zeros_like(mean))
+
+
+def disparity_distribution_loss(probability: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of candidate probabilities (B, D, h, w) against the ground truth (B, H, W),
+    as a two-bin soft target: disparity 4.3 candidates puts 0.7 on candidate 4 and 0.3 on 5, so
+    the expectation of the target is the true disparity. Pixels without ground truth, or beyond
+    the last candidate, are left out."""
+    candidates = probability.shape[1]
+    low_res = downsample_disparity(target.float(), tuple(probability.shape[-2:]))
+    valid = (low_res > 0) & (low_res <= candidates - 1)
+    clamped = low_res.clamp(0, candidates - 1 - 1e-4)
+    lower = clamped.floor().long()
+    upper_weight = (clamped - lower.float()).unsqueeze(1)
+    soft = torch.zeros_like(probability, dtype=torch.float32)
+    soft.scatter_(1, lower.unsqueeze(1), 1 - upper_weight)
+    soft.scatter_add_(1, (lower + 1).unsqueeze(1), upper_weight)
+    log_probability = probability.float().clamp(min=1e-8).log()
+    per_pixel = -(soft * log_probability).sum(1)
+    return (per_pixel * valid).sum() / valid.sum().clamp(min=1)
+
+
 class PMTLossOutput(NamedTuple):
     total: torch.Tensor              # scalar, differentiable
     terms: dict[str, torch.Tensor]   # detached scalars for logging
@@ -180,7 +214,8 @@ class PMTLoss(nn.Module):
     def __init__(self, config: LossConfig) -> None:
         super().__init__()
         weights = {"disparity_l1": config.disparity_l1, "coarse_ce": config.coarse_ce,
-                   "refined_ce": config.refined_ce, "refined_lovasz": config.refined_lovasz}
+                   "refined_ce": config.refined_ce, "refined_lovasz": config.refined_lovasz,
+                   "disparity_distribution": config.disparity_distribution}
         negative = {name: w for name, w in weights.items() if w < 0}
         if negative:
             raise ValueError(f"PMTLoss: loss weights must be >= 0, got {negative}")
@@ -200,6 +235,9 @@ class PMTLoss(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if w["disparity_l1"] > 0:
             terms["disparity_l1"] = masked_l1(predicted_disparity, disparity)
+        probability = getattr(prediction, "disparity_probability", None)
+        if w["disparity_distribution"] > 0 and probability is not None:
+            terms["disparity_distribution"] = disparity_distribution_loss(probability, disparity)
         if w["coarse_ce"] > 0:
             terms["coarse_ce"] = cross_entropy(coarse_logits, seg, ignore_index=ignore)
         if w["refined_ce"] > 0:
@@ -222,7 +260,8 @@ class PMTLoss(nn.Module):
     def _uncertainty_weighted(self, weighted: dict[str, torch.Tensor]
                               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         groups = {
-            "disparity": [weighted[n] for n in ("disparity_l1",) if n in weighted],
+            "disparity": [weighted[n] for n in ("disparity_l1", "disparity_distribution")
+                          if n in weighted],
             "coarse": [weighted[n] for n in ("coarse_ce",) if n in weighted],
             "refined": [weighted[n] for n in ("refined_ce", "refined_lovasz") if n in weighted],
         }

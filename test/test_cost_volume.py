@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from pmt_perception.config import load_model_config
+from pmt_perception.config import load_loss_config, load_model_config
 from pmt_perception.export import export_onnx, onnx_parity
+from pmt_perception.losses import PMTLoss, disparity_distribution_loss, downsample_disparity
 from pmt_perception.network import build_model, count_parameters, to_channels_last
 from pmt_perception.network.cost_volume import (FactorizedConv3d, groupwise_correlation_volume,
                                                 soft_argmin)
@@ -127,3 +128,35 @@ def test_edge_onnx_parity_at_two_sizes(tmp_path):
     worst = onnx_parity(model, path, [(64, 96), (96, 160)])
     assert worst["disparity"] < 1e-3
     assert worst["coarse_logits"] < 1e-3 and worst["refined_logits"] < 1e-3
+
+
+def test_downsampled_ground_truth_is_in_low_resolution_pixels():
+    target = torch.full((1, 16, 16), 12.0)
+    target[:, :8, :8] = 0                       # one block without ground truth
+    low = downsample_disparity(target, (2, 2))
+    assert low.tolist() == [[[0.0, 1.5], [1.5, 1.5]]]
+
+
+def test_distribution_loss_by_hand():
+    target = torch.full((1, 16, 16), 12.0)      # 1.5 candidates at H/8: half on 1, half on 2
+    uniform = torch.full((1, 4, 2, 2), 0.25)
+    assert disparity_distribution_loss(uniform, target).item() == pytest.approx(-torch.log(torch.tensor(0.25)).item())
+    right = torch.tensor([0.0, 0.5, 0.5, 0.0]).view(1, 4, 1, 1).expand(1, 4, 2, 2)
+    # The soft target itself: cross-entropy = its entropy, log 2, the minimum.
+    assert disparity_distribution_loss(right, target).item() == pytest.approx(0.6931, abs=1e-3)
+    # Beyond the last candidate: no ground truth for this loss.
+    assert disparity_distribution_loss(uniform, torch.full((1, 16, 16), 40.0)).item() == 0
+
+
+def test_distribution_loss_reaches_the_network_only_through_the_cost_volume_head():
+    loss = PMTLoss(load_loss_config("paper", disparity_distribution=1.0))
+    model = edge_model().train()
+    left = torch.rand(2, 3, 64, 96)
+    out = model(left, torch.rand_like(left))
+    seg = torch.zeros(2, 64, 96, dtype=torch.long)
+    result = loss(out, seg=seg, disparity=torch.full((2, 64, 96), 9.0))
+    assert "disparity_distribution" in result.terms and result.terms["disparity_distribution"] > 0
+    regression = build_model(load_model_config("paper", spp_f1_windows=(8, 4), spp_f2_windows=(4, 2)))
+    out = regression(left, left)
+    assert out.disparity_probability is None
+    assert "disparity_distribution" not in loss(out, seg=seg, disparity=torch.full((2, 64, 96), 9.0)).terms

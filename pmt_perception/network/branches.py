@@ -92,7 +92,7 @@ class DisparityBranch(nn.Module):
         self.head = Head(w(64), w(64), 1, kernel_size=5, scale=self.scale, config=config)
 
     def forward(self, f2_left: torch.Tensor, f2_right: torch.Tensor, f_seg: torch.Tensor,
-                left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         corr = self.reduce_corr(correlation_1d(f2_left, f2_right, self.max_shift))
         size = corr.shape[-2:]
         context = resize(f_seg, size, "nearest") if self.fseg_to_disparity else f2_left
@@ -100,7 +100,7 @@ class DisparityBranch(nn.Module):
         f_disp = self.fuse(torch.cat([context, corr], 1))
         # The head predicts in head-resolution pixels; disparity scales with resolution.
         disparity = self.head(f_disp, left, mode="nearest") * self.scale
-        return disparity, f_disp
+        return disparity, f_disp, None   # regression: no distribution over candidates
 
 
 class RefinedSegmentationBranch(nn.Module):

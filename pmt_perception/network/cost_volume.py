@@ -123,7 +123,10 @@ class CostVolumeDisparityBranch(nn.Module):
         self.upsample = Upsampler(upsample, feature_channels=fdisp_channels + 1, scale=scale)
 
     def forward(self, features_left: torch.Tensor, features_right: torch.Tensor,
-                f_seg: torch.Tensor, left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                f_seg: torch.Tensor, left: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(disparity B x 1 x H x W in input pixels, Fdisp, candidate probabilities
+        B x D x H/s x W/s: what the distribution loss supervises)."""
         match_left, match_right = self.match(torch.cat([features_left, features_right], 0)).chunk(2, 0)
         volume = groupwise_correlation_volume(match_left, match_right,
                                               num_disparities=self.num_disparities,
@@ -133,10 +136,10 @@ class CostVolumeDisparityBranch(nn.Module):
         context_volume = self.context_to_volume(context).unsqueeze(2).expand_as(volume)
         scores = self.aggregate(torch.cat([volume, context_volume], 1))
         # Soft-argmin in fp32: a bf16 expectation over D candidates loses sub-pixel precision.
-        disparity, _ = soft_argmin(scores.float())
+        disparity, probability = soft_argmin(scores.float())
         f_disp = self.fuse(torch.cat([context, scores.to(context.dtype)], 1))
         l_conv = F.avg_pool2d(self.l_conv(left), self.scale, self.scale, ceil_mode=True)
         guide = torch.cat([f_disp, resize(l_conv, size, "nearest").to(f_disp.dtype)], 1)
         # Pixels of the volume's resolution -> pixels of the input resolution.
         disparity = self.upsample(disparity * self.scale, guide, left.shape[-2:])
-        return disparity, f_disp
+        return disparity, f_disp, probability

@@ -24,6 +24,8 @@ class PMTOutput(NamedTuple):
     refined_logits: torch.Tensor            # B x C x H x W
     seg_attention: Optional[torch.Tensor] = None   # B x 1 x H/4 x W/4, sigmoid
     disp_attention: Optional[torch.Tensor] = None  # B x 1 x H/4 x W/4, sigmoid
+    # Cost-volume head only: B x D x H/s x W/s softmax over disparity candidates 0, s, 2s, ...
+    disparity_probability: Optional[torch.Tensor] = None
 
 
 class PMTNet(nn.Module):
@@ -66,10 +68,11 @@ class PMTNet(nn.Module):
             else self.spp_f2(f2).chunk(2, 0)
 
         coarse_logits, f_seg = self.coarse_segmentation(f4_left, f4_right, left)
-        disparity, f_disp = self.disparity(match_left, match_right, f_seg, left)
+        disparity, f_disp, disparity_probability = self.disparity(match_left, match_right, f_seg, left)
         refined_logits, attention = self.refined_segmentation(f1_left, f1_right, f_seg, f_disp, left)
         seg_attention, disp_attention = attention if attention is not None else (None, None)
-        return PMTOutput(coarse_logits, disparity, refined_logits, seg_attention, disp_attention)
+        return PMTOutput(coarse_logits, disparity, refined_logits, seg_attention, disp_attention,
+                         disparity_probability)
 
     def check_inputs(self, left: torch.Tensor, right: torch.Tensor) -> None:
         for name, image in (("left", left), ("right", right)):

@@ -10,10 +10,11 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from pmt_perception.config import (from_dict, load_model_config, load_yaml,
+from pmt_perception.config import (from_dict, load_model_config, load_yaml, to_plain,
                                    resolve_config_path)
 from pmt_perception.data import DataConfig, build_dataset, build_train_sampler
 from pmt_perception.losses import PMTLoss
+from pmt_perception.checkpoint import load_checkpoint
 from pmt_perception.inference import cpu_has_native_bf16
 from pmt_perception.network import build_model, to_channels_last
 
@@ -72,6 +73,12 @@ def build_network(settings: dict[str, Any], num_classes: int, context: Distribut
         raise ValueError(f"model_overrides.num_classes {model_config.num_classes} does not match "
                          f"the dataset's {num_classes} classes")
     network = build_model(model_config)
+    init = settings.get("init_checkpoint")   # optional key: weights to start from (not a resume)
+    if init:
+        payload = load_checkpoint(init)
+        if payload["model_config"] != to_plain(model_config):
+            raise ValueError(f"init_checkpoint {init}: its model config differs from this run's")
+        network.load_state_dict({k: v.float() for k, v in payload["model_state"].items()})
     if settings["sync_batchnorm"] and context.is_distributed:
         if context.device.type != "cuda":
             raise ValueError("sync_batchnorm needs CUDA devices (torch's SyncBatchNorm is "
