@@ -135,6 +135,28 @@ def test_orchestrating_commands_stop_their_graph(command, sig, tmp_path, tiny_ch
     assert not [child.pid for child in children if child.is_running()]
 
 
+@pytest.mark.parametrize("sig", STOP_SIGNALS, ids=lambda s: s.name)
+def test_a_node_stopped_while_loading_its_model_exits_at_once(sig, tmp_path, tiny_checkpoint,
+                                                               ros_graph_factory,
+                                                               ros_endpoint_factory):
+    """A stop during the (here: deliberately long) model load and warm-up ends the node with
+    exit 0 without waiting for the load to finish."""
+    domain_id = 80 if sig == signal.SIGINT else 81
+    graph = ros_graph_factory(domain_id)
+    endpoint = ros_endpoint_factory(domain_id, f"watcher_load_{sig.name.lower()}")
+    process = graph.start("node", "pmt_perception.ros.node",
+                          params={"checkpoint": str(tiny_checkpoint), "device": "cpu",
+                                  "warmup_size": [1024, 1024]})
+    endpoint.wait_for(lambda: "stereo_seg_node" in graph_names(endpoint), 240,
+                      "the node in the ROS graph")
+    process.send_signal(sig)
+    assert process.wait(timeout=60) == 0, graph.log("node")
+    graph.processes.pop("node")
+    log = graph.log("node")
+    assert_clean(log)
+    assert "while starting" in log or "active:" in log, log
+
+
 ALL_NODES_LAUNCH = '''
 from launch import LaunchDescription
 from launch_ros.actions import Node

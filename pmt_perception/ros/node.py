@@ -382,11 +382,16 @@ def _run(args) -> int:
         print(help_text(USAGE))
         return 0
     with StopRequest() as stop:
+        # Loading (and maybe exporting) a model can take many seconds on a busy machine: a stop
+        # meanwhile ends the process at once, as a command (nothing is written while loading).
+        stop.exit_at_once = args is None
         init_rclpy(args)
         node = None
         try:
             node = StereoSegNode()
-            if node.get_parameter("autostart").value and not node.start():
+            started = not node.get_parameter("autostart").value or node.start()
+            stop.exit_at_once = False
+            if not started:
                 node.get_logger().fatal("autostart failed (see the error above); exiting with "
                                         "status 1")
                 return 1

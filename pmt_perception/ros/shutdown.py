@@ -41,6 +41,9 @@ class StopRequest:
 
     def __init__(self, *, ignore_after: bool = True) -> None:
         self.ignore_after = ignore_after
+        # Set while a command loads its model: a stop then ends the process at once (exit 0)
+        # instead of waiting, maybe for longer than launch's 5 s, for the load to finish.
+        self.exit_at_once = False
         self._event = threading.Event()
         self.signal_name: str | None = None
         self._previous: dict[int, object] = {}
@@ -60,6 +63,9 @@ class StopRequest:
 
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
         self.request(signal.Signals(signum).name)
+        if self.exit_at_once:
+            print(f"stopped ({self.signal_name}) while starting", file=sys.stderr, flush=True)
+            finish(0, as_command=True)
 
     def install(self) -> "StopRequest":
         for sig in STOP_SIGNALS:
