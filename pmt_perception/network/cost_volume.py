@@ -115,6 +115,10 @@ class CostVolumeDisparityBranch(nn.Module):
         # Context enters the volume as a few channels repeated along the disparity axis.
         self.context_to_volume = nn.Conv2d(context_width, groups, 1)
         self.aggregate = CostVolumeAggregation(2 * groups, aggregation_channels)
+        # The raw correlation also enters the scores directly (learned scale): the loss then
+        # reaches the matching features in one step instead of through the randomly initialised
+        # aggregation, which is what makes matching learnable within a short CPU schedule.
+        self.raw_score_scale = nn.Parameter(torch.tensor(1.0))
         self.fuse = Hourglass(context_width + self.num_disparities, fdisp_channels,
                               stride=hourglass_stride, separable=separable)
         # The paper's per-branch "L conv" on the full-resolution left image, here guiding the
@@ -134,7 +138,8 @@ class CostVolumeDisparityBranch(nn.Module):
         size = volume.shape[-2:]
         context = self.context(resize(f_seg, size, "nearest"))
         context_volume = self.context_to_volume(context).unsqueeze(2).expand_as(volume)
-        scores = self.aggregate(torch.cat([volume, context_volume], 1))
+        scores = self.aggregate(torch.cat([volume, context_volume], 1)) \
+            + self.raw_score_scale * volume.mean(1)
         # Soft-argmin in fp32: a bf16 expectation over D candidates loses sub-pixel precision.
         disparity, probability = soft_argmin(scores.float())
         f_disp = self.fuse(torch.cat([context, scores.to(context.dtype)], 1))

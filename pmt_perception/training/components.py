@@ -78,7 +78,11 @@ def build_network(settings: dict[str, Any], num_classes: int, context: Distribut
         payload = load_checkpoint(init)
         if payload["model_config"] != to_plain(model_config):
             raise ValueError(f"init_checkpoint {init}: its model config differs from this run's")
-        network.load_state_dict({k: v.float() for k, v in payload["model_state"].items()})
+        # Parameters the architecture gained since that checkpoint keep their initialisation.
+        missing, unexpected = network.load_state_dict(
+            {k: v.float() for k, v in payload["model_state"].items()}, strict=False)
+        if unexpected:
+            raise ValueError(f"init_checkpoint {init}: parameters this model lacks: {unexpected}")
     if settings["sync_batchnorm"] and context.is_distributed:
         if context.device.type != "cuda":
             raise ValueError("sync_batchnorm needs CUDA devices (torch's SyncBatchNorm is "
