@@ -4,7 +4,11 @@
     .venv/bin/python bench/node_latency.py --size 256x320 --frames 20 --checkpoint m.pt
     .venv/bin/python bench/node_latency.py --markdown             # print a RESULTS.md section
 
-Three measurements, one model (a checkpoint, the shipped one, or the untrained `fast` net):
+Four measurements, one model (a checkpoint, the shipped one, or the untrained `edge` net), with
+the node's own defaults (config/stereo_seg.yaml: backend and precision `auto`) unless
+--backend / --precision say otherwise:
+  0. the two-network alternative a user would pick (LR-ASPP MobileNetV3-Large + OpenCV SGBM,
+     bench/inference.py's row) on the same frame, for "node Hz x two-network s/frame";
   1. the Predictor alone in this process: model time and throughput (the reference);
   2. latency, one frame at a time: this process publishes a stereo set stamped now to
      stereo_seg_node (its own process), waits for /seg, and records stamp -> receipt. The
@@ -18,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
+import os
 from pathlib import Path
 import statistics
 import sys
@@ -42,11 +48,24 @@ def parse_args(argv=None):
     parser.add_argument("--frames", type=int, default=8, help="latency frames (first is dropped)")
     parser.add_argument("--throughput-seconds", type=float, default=30.0)
     parser.add_argument("--checkpoint", default="", help="default: models/*.pt, else untrained")
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--precision", default="",
+                        help="node parameter override (default: the node's YAML, auto)")
+    parser.add_argument("--backend", default="",
+                        help="node parameter override (default: the node's YAML, auto)")
     parser.add_argument("--markdown", action="store_true", help="print a RESULTS.md section")
     options = parser.parse_args(argv)
     options.size = tuple(int(v) for v in options.size.lower().split("x"))
     return options
+
+
+def two_network_reference(size) -> dict:
+    """bench/inference.py's LR-ASPP + SGBM row on its fastest CPU runtime here (OpenVINO when
+    installed, else ONNX Runtime), in this process."""
+    spec = importlib.util.spec_from_file_location("cpu_inference_bench", ROOT / "bench" / "inference.py")
+    cpu_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cpu_bench)
+    backend = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
+    return cpu_bench.run_two_nets(cpu_bench.TWO_NETS, backend, "fp32", size, repeats=5)
 
 
 def predictor_reference(options) -> dict:
@@ -56,8 +75,9 @@ def predictor_reference(options) -> dict:
     from pmt_perception.inference import Predictor
     from pmt_perception.ros.model_source import load_network
 
-    loaded = load_network(options.checkpoint, untrained_variant="fast", untrained_seed=0)
-    predictor = Predictor(loaded.model, device="cpu", precision=options.precision)
+    loaded = load_network(options.checkpoint, untrained_variant="edge", untrained_seed=0)
+    predictor = Predictor(loaded.model, device="cpu", precision=options.precision or "auto",
+                          backend=options.backend or "auto")
     image = np.random.default_rng(0).integers(0, 255, (*options.size, 3), dtype=np.uint8)
     predictor.warmup(options.size, iterations=2)
     totals, models = [], []
@@ -66,7 +86,8 @@ def predictor_reference(options) -> dict:
         prediction = predictor.predict(image, image)
         totals.append(time.perf_counter() - start)
         models.append(prediction.timings["model"])
-    return {"model": loaded.description, "predict_ms": 1e3 * statistics.median(totals),
+    return {"model": loaded.description, "runtime": predictor.describe(),
+            "predict_ms": 1e3 * statistics.median(totals),
             "model_ms": 1e3 * statistics.median(models),
             "throughput_hz": 1.0 / statistics.median(totals)}
 
@@ -201,6 +222,16 @@ def summarize(records) -> dict:
     return {k: statistics.median([r[k] for r in records if k in r]) for k in keys}
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def markdown(options, reference, median, throughput, command) -> str:
     model = median.get("predict_model", float("nan"))
     rows = [("transport: stamp -> set complete in the node (2 images + 2 infos over SHM, "
@@ -216,10 +247,9 @@ def markdown(options, reference, median, throughput, command) -> str:
             ("seg: build, publish, deliver to the planner process",
              median.get("seg_delivery_total"))]
     lines = ["## Node latency", "",
-             f"Command: `{command}`  ", "Date: 2026-11-21  ",
-             "Machine: 2-core CPU, no GPU (reference: 2-core Sapphire Rapids Xeon; this run's "
-             "/proc/cpuinfo says AMD EPYC), shared with other jobs.  ",
-             f"Model: {reference['model']}, {options.precision}, "
+             f"Command: `{command}`  ", f"Date: {datetime.date.today().isoformat()}  ",
+             f"Machine: {os.cpu_count()} CPUs, no GPU, /proc/cpuinfo: {cpu_model()}.  ",
+             f"Model: {reference['model']}, {reference['runtime']}, "
              f"{options.size[0]}x{options.size[1]}, all four outputs subscribed.", "",
              "| stage (median over frames) | ms |", "|---|---:|"]
     lines += [f"| {name} | {value:.1f} |" for name, value in rows if value is not None]
@@ -246,11 +276,15 @@ def main(argv=None) -> int:
     from pmt_perception.ros.env import dds_environment
     from pmt_perception.ros.processes import read_log, start_module, stop_process
 
+    print(f"Two-network alternative at {options.size}...", flush=True)
+    two_nets = two_network_reference(options.size)
+    print(json.dumps(two_nets), flush=True)
     print(f"Predictor reference at {options.size}...", flush=True)
     reference = predictor_reference(options)
     print(json.dumps(reference), flush=True)
-    params = [f"warmup_size:=[{options.size[0]},{options.size[1]}]", "diagnostics_period:=0.2",
-              f"precision:={options.precision}"]
+    params = [f"warmup_size:=[{options.size[0]},{options.size[1]}]", "diagnostics_period:=0.2"]
+    params += [f"{name}:={value}" for name, value in (("precision", options.precision),
+                                                      ("backend", options.backend)) if value]
     if options.checkpoint:
         params.append(f"checkpoint:={Path(options.checkpoint).resolve()}")
     node = start_module("pmt_perception.ros.node", env=dds_environment(
@@ -274,10 +308,16 @@ def main(argv=None) -> int:
         if bench is not None:
             bench.close()
     result = {"reference": reference, "median_ms": median, "throughput": throughput,
+              "two_networks": two_nets,
+              "node_hz_x_two_network_s_per_frame": throughput["node_hz"] * two_nets["seconds"],
               "size": options.size, "date": datetime.date.today().isoformat()}
     print(json.dumps(result, indent=2))
     if options.markdown:
         print(markdown(options, reference, median, throughput, command))
+        print(f"Two-network alternative on this machine in the same run (LR-ASPP MobileNetV3-Large "
+              f"+ OpenCV SGBM, {two_nets['runtime']}): {two_nets['seconds']:.3f} s/frame; node Hz x "
+              f"that = {result['node_hz_x_two_network_s_per_frame']:.2f} (>= 1: the node is as "
+              "fast as the two networks).")
     return 0
 
 
