@@ -34,7 +34,8 @@ from pmt_perception.ros.outputs import OutputPublishers, OutputSettings, classes
 from pmt_perception.ros.params import (declare_parameters, help_requested, help_text,
                                        settings_snapshot)
 from pmt_perception.ros.qos import input_qos, output_qos
-from pmt_perception.ros.shutdown import StopRequest, finish, init_rclpy, spin_until_stopped
+from pmt_perception.ros.shutdown import (StopRequest, StoppedWhileStarting, finish, init_rclpy,
+                                         spin_until_stopped)
 from pmt_perception.ros.sync import InputSynchronizer
 from pmt_perception.ros.worker import FramePipeline
 
@@ -383,8 +384,8 @@ def _run(args) -> int:
         return 0
     with StopRequest() as stop:
         # Loading (and maybe exporting) a model can take many seconds on a busy machine: a stop
-        # meanwhile ends the process at once, as a command (nothing is written while loading).
-        stop.exit_at_once = args is None
+        # meanwhile interrupts it (nothing is written while loading), then the usual cleanup.
+        stop.exit_at_once = True
         init_rclpy(args)
         node = None
         try:
@@ -398,7 +399,10 @@ def _run(args) -> int:
             executor = SingleThreadedExecutor()
             executor.add_node(node)
             spin_until_stopped(executor, stop)
+        except StoppedWhileStarting as stopped:
+            print(f"stopped ({stopped}) while starting", file=sys.stderr, flush=True)
         finally:
+            stop.exit_at_once = False
             if node is not None:
                 node._stop_input()
                 node.destroy_node()

@@ -24,10 +24,16 @@ import sys
 import threading
 from typing import Callable
 
-__all__ = ["STOP_SIGNALS", "StopRequest", "init_rclpy", "spin_until_stopped",
+__all__ = ["STOP_SIGNALS", "StopRequest", "StoppedWhileStarting", "init_rclpy", "spin_until_stopped",
            "interrupt_on_stop_signals", "finish"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StoppedWhileStarting(BaseException):
+    """Raised by a StopRequest with ``exit_at_once`` set (a BaseException, so the model
+    loader's ``except Exception`` does not take it for a bad checkpoint); the command catches
+    it, cleans up and exits 0."""
 
 
 class StopRequest:
@@ -41,8 +47,8 @@ class StopRequest:
 
     def __init__(self, *, ignore_after: bool = True) -> None:
         self.ignore_after = ignore_after
-        # Set while a command loads its model: a stop then ends the process at once (exit 0)
-        # instead of waiting, maybe for longer than launch's 5 s, for the load to finish.
+        # Set while a command loads its model: a stop then raises StoppedWhileStarting where
+        # the main thread is, instead of waiting (maybe longer than launch's 5 s) for the load.
         self.exit_at_once = False
         self._event = threading.Event()
         self.signal_name: str | None = None
@@ -64,8 +70,8 @@ class StopRequest:
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
         self.request(signal.Signals(signum).name)
         if self.exit_at_once:
-            print(f"stopped ({self.signal_name}) while starting", file=sys.stderr, flush=True)
-            finish(0, as_command=True)
+            self.exit_at_once = False   # once: the cleanup that follows is not interrupted
+            raise StoppedWhileStarting(self.signal_name)
 
     def install(self) -> "StopRequest":
         for sig in STOP_SIGNALS:
