@@ -142,7 +142,11 @@ def run_live(args: argparse.Namespace, recorded: Path, stop=None) -> dict[str, A
     # Reliable inputs with deep queues: the bag's frames wait for the node instead of being
     # lost to best-effort delivery; sets the model cannot keep up with are still dropped by
     # the node's newest-wins hand-off, and show up as dropped stamps.
+    # The node runs the runtime of the offline reference (eager fp32, as `score` below does):
+    # "live equals offline" compares the ROS path, not two runtimes' rounding. Other runtimes
+    # are parity-checked against eager fp32 in test_backends.py.
     parameters = {"checkpoint": str(args.checkpoint), "device": args.device,
+                  "backend": "eager", "precision": "fp32",
                   "input_reliability": "reliable", "input_depth": 50, "sync_queue_size": 20,
                   "output_depth": 50, "publish_points": "false", "publish_seg_color": "false"}
     node = start_module("pmt_perception.ros.node", env=env, log_path=logs / "node.log",
