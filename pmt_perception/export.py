@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path, write_bytes_atomic
-from .checkpoint import load_model, unwrap
+from .checkpoint import CheckpointError, load_model, unwrap
 from .config import ModelConfig, from_dict, to_plain
 from .cli import parse_size
 from .network import PMTNet, PMTOutput
@@ -91,9 +91,13 @@ def read_onnx_metadata(source: str | os.PathLike | bytes) -> tuple[bytes, dict, 
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}")
         data, name = path.read_bytes(), str(path)
-    meta = {p.key: json.loads(p.value) for p in onnx.load_from_string(data).metadata_props}
+    try:
+        meta = {p.key: json.loads(p.value) for p in onnx.load_from_string(data).metadata_props}
+    except Exception as error:  # protobuf DecodeError, bad JSON in metadata: not our export
+        raise CheckpointError(f"{name}: not a readable ONNX model ({error.__class__.__name__}: "
+                              f"{error}); export one with pmt-export") from None
     if "model_config" not in meta:
-        raise ValueError(f"{name}: no pmt_perception model_config metadata (export it with pmt-export)")
+        raise CheckpointError(f"{name}: no pmt_perception model_config metadata (export it with pmt-export)")
     return data, meta, from_dict(ModelConfig, meta["model_config"], source=name)
 
 

@@ -57,3 +57,15 @@ def test_pmt_export_command(model, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["format"] == "onnx" and max(summary["onnx_max_abs_diff"].values()) < 1e-3
     assert Predictor(tmp_path / "m.onnx", device="cpu").class_names == list("abcd")
+
+
+def test_pmt_evaluate_names_a_garbage_onnx_file_and_exits_2(tmp_path, capsys):
+    from pmt_perception.evaluate import main as evaluate_main
+
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"\x08\x07 this is not a protobuf \xff\xfe" * 10)
+    code = evaluate_main(["--checkpoint", str(garbage), "--data", "synthetic", "--limit", "1",
+                          "--out", str(tmp_path / "out")])
+    assert code == 2
+    message = capsys.readouterr().err
+    assert str(garbage) in message and "not a readable ONNX model" in message
