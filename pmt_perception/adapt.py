@@ -45,6 +45,10 @@ from .metrics import DisparityMetrics
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
 MODULE_GROUPS = ("backbone", "spp_f1", "spp_f2", "coarse_segmentation", "disparity",
                  "refined_segmentation")
+DISPARITY_ONLY = ("spp_f2", "disparity")
+# Submodules of a disparity branch that run after Fdisp (regression: the head; cost volume:
+# the L conv guiding the learned upsampling and the upsampler).
+DISPARITY_HEAD = ("head", "l_conv", "upsample")
 
 
 # ----------------------------------------------------------------------------- settings
@@ -110,6 +114,11 @@ def parse_size(text: str) -> tuple[int, int]:
     if height < 32 or width < 32:
         raise argparse.ArgumentTypeError(f"--size: {text} is too small")
     return height, width
+
+
+def parse_crop(text: str) -> tuple[int, int]:
+    """HxW, or 0x0 for whole images."""
+    return (0, 0) if text.strip() in ("0", "0x0") else parse_size(text)
 
 
 # ----------------------------------------------------------------------------- data
@@ -204,19 +213,32 @@ def select_parameters(model: torch.nn.Module, which: Any) -> list[torch.nn.Param
     """Sets requires_grad on the chosen top-level modules only; returns their parameters."""
     if which == "all":
         names = [n for n in MODULE_GROUPS if getattr(model, n, None) is not None]
+    elif which == "disparity_head":
+        # What acts only after Fdisp: the refined segmentation reads Fdisp, so adapting only
+        # these leaves both segmentation outputs exactly as trained.
+        head = [getattr(model.disparity, n) for n in DISPARITY_HEAD if hasattr(model.disparity, n)]
+        return _enable(model, [p for module in head for p in module.parameters()])
+    elif which == "disparity":
+        # The disparity branch and what feeds only it: the F2 pyramid its matching reads (absent
+        # where the cost volume matches on F1'). Backbone and F1 pyramid serve segmentation too.
+        names = [n for n in DISPARITY_ONLY if getattr(model, n, None) is not None]
     else:
         names = [which] if isinstance(which, str) else list(which)
     for name in names:
         if name not in MODULE_GROUPS or getattr(model, name, None) is None:
             raise ValueError(f"adapt: parameters: unknown module {name!r}; choose from "
                              f"{[n for n in MODULE_GROUPS if getattr(model, n, None) is not None]} or 'all'")
+    return _enable(model, [p for name in names for p in getattr(model, name).parameters()])
+
+
+def _enable(model: torch.nn.Module, chosen: list[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    """requires_grad on `chosen` only."""
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    chosen = []
-    for name in names:
-        for parameter in getattr(model, name).parameters():
-            parameter.requires_grad_(True)
-            chosen.append(parameter)
+    for parameter in chosen:
+        parameter.requires_grad_(True)
+    if not chosen:
+        raise ValueError("adapt: the chosen parameter group is empty for this model")
     return chosen
 
 
@@ -344,12 +366,15 @@ class Adapter:
         terms["total"] = sum(weights.get(name, 0.0) * value for name, value in terms.items())
         return terms
 
-    def step(self, pair: PreparedPair, window: tuple[slice, slice]) -> dict[str, float]:
-        """One update; returns the loss terms (floats) and whether the step was applied."""
+    def step(self, pair: PreparedPair, window: tuple[slice, slice], *,
+             max_loss: Optional[float] = None) -> dict[str, float]:
+        """One update; returns the loss terms (floats) and whether the step was applied. A loss
+        or gradient norm that is not finite, or a loss above `max_loss` (an exploding step,
+        online), discards the step: no update, counted in `discarded`."""
         self.optimizer.zero_grad(set_to_none=True)
         terms = self.losses(pair, window)
         total = terms["total"]
-        applied = bool(torch.isfinite(total))
+        applied = bool(torch.isfinite(total)) and (max_loss is None or float(total) <= max_loss)
         if applied:
             total.backward()
             norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.settings.grad_clip)
@@ -407,8 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--parameters", default=None,
-                        help="disparity | all | comma-separated modules (" + ", ".join(MODULE_GROUPS) + ")")
-    parser.add_argument("--crop", type=parse_size, default=None, help="random crop HxW per step")
+                        help="disparity_head | disparity | all | comma-separated modules ("
+                             + ", ".join(MODULE_GROUPS) + ")")
+    parser.add_argument("--crop", type=parse_crop, default=None,
+                        help="random crop HxW per step; 0x0: whole images")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda")
     parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -471,6 +498,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         summary["before"] = evaluate_disparity(adapter.teacher, pairs, settings.size, device)
 
     started = time.perf_counter()
+    eval_seconds = 0.0    # --eval-every scoring, not counted as adaptation time
     last: dict[str, float] = {}
     progress = tqdm(range(start_step, settings.steps), initial=start_step, total=settings.steps,
                     desc="pmt-adapt", unit="step", dynamic_ncols=True, file=sys.stderr)
@@ -489,15 +517,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              discarded=adapter.discarded)
         done = step + 1
         if args.eval and args.eval_every > 0 and done % args.eval_every == 0 and done < settings.steps:
+            eval_started = time.perf_counter()
             scores = evaluate_disparity(adapter.model, pairs, settings.size, device)
+            eval_seconds += time.perf_counter() - eval_started
             if scores is not None:
-                summary.setdefault("curve", []).append({"step": done, **scores})
-                progress.write(f"step {done}: D1 {100 * scores['d1']:.2f} %  EPE {scores['epe']:.2f} px  "
-                               f"({time.perf_counter() - started:.0f} s)")
+                elapsed = time.perf_counter() - started - eval_seconds
+                summary.setdefault("curve", []).append({"step": done, "seconds": round(elapsed, 1),
+                                                        **scores})
+                progress.write(f"step {done}: D1 {100 * scores['d1']:.2f} %  EPE "
+                               f"{scores['epe']:.2f} px  ({elapsed:.0f} s)", file=sys.stderr)
         if settings.save_every > 0 and done % settings.save_every == 0 and done < settings.steps:
             save_adapted(partial, adapter, payload, adapted_info, done, resumable=True)
     progress.close()
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started - eval_seconds
     save_adapted(args.out, adapter, payload, adapted_info, settings.steps, resumable=False,
                  seconds=seconds)
     partial.unlink(missing_ok=True)

@@ -327,7 +327,7 @@ def test_non_finite_step_is_discarded(tmp_path, tiny_checkpoint, monkeypatch):
     assert not result["applied"] and adapter.discarded == 1
     assert all(torch.equal(v, adapter.model.state_dict()[k]) for k, v in before.items())
     # parameters=disparity: only the disparity branch takes gradients.
-    assert all(p.requires_grad == n.startswith("disparity.") for n, p in adapter.model.named_parameters())
+    assert all(p.requires_grad == n.startswith(("disparity.", "spp_f2.")) for n, p in adapter.model.named_parameters())
 
 
 def test_pmt_adapt_command_checkpoint_resume_and_determinism(tmp_path, tiny_checkpoint, monkeypatch, capsys):
@@ -370,3 +370,44 @@ def test_pmt_adapt_reports_bad_inputs(tmp_path, tiny_checkpoint, capsys):
     code = adapt.main(["--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "none"),
                        "--out", str(tmp_path / "x.pt")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["disparity", "all"])
+def test_adapter_runs_on_the_edge_variant(tmp_path, which):
+    """Any variant adapts: edge has a cost-volume disparity head and no F2 pyramid."""
+    from pmt_perception.config import load_model_config
+    from pmt_perception.network import build_model
+
+    torch.manual_seed(0)
+    config = load_model_config("edge", num_classes=8, spp_f1_windows=(8, 4), spp_f2_windows=(4, 2),
+                               max_disparity=16)
+    model = build_model(config).eval()
+    settings = adapt.load_settings(small_settings(tmp_path), parameters=which)
+    adapter = adapt.Adapter(model, settings, device=torch.device("cpu"))
+    left, right = textured_pair()
+    pair = adapter.prepare(0, left, right)
+    before = [p.detach().clone() for p in adapter.parameters]
+    assert adapter.step(pair, (slice(0, 64), slice(0, 128)))["applied"]
+    assert any(not torch.equal(b, p) for b, p in zip(before, adapter.parameters))
+
+
+def test_disparity_head_group_leaves_segmentation_untouched(tmp_path, tiny_checkpoint):
+    """parameters=disparity_head adapts only what runs after Fdisp: both segmentation outputs
+    stay bit-identical while the disparity changes."""
+    model, _ = load_model(tiny_checkpoint)
+    settings = adapt.load_settings(small_settings(tmp_path), parameters="disparity_head")
+    adapter = adapt.Adapter(model, settings, device=torch.device("cpu"))
+    assert all(p.requires_grad == n.startswith("disparity.head.")
+               for n, p in adapter.model.named_parameters())
+    left, right = textured_pair()
+    pair = adapter.prepare(0, left, right)
+    with torch.no_grad():
+        before = adapt.forward_padded(adapter.model, pair.left, pair.right)
+    for _ in range(2):
+        assert adapter.step(pair, (slice(0, 64), slice(0, 128)))["applied"]
+    with torch.no_grad():
+        after = adapt.forward_padded(adapter.model, pair.left, pair.right)
+    assert not torch.equal(before[0], after[0])
+    assert torch.equal(before[1], after[1]) and torch.equal(before[2], after[2])
+    with pytest.raises(ValueError, match="unknown module"):
+        adapt.select_parameters(adapter.model, ["nope"])
