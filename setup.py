@@ -50,6 +50,8 @@ setup(
         *share_tree("models"),
     ],
     install_requires=["setuptools", "numpy", "pyyaml"],
+    # Optional CPU runtimes: `backend: auto` takes the fastest installed (docs/performance.md).
+    extras_require={"runtimes": ["openvino", "onnxruntime"]},
     zip_safe=True,
     maintainer="pmt_perception maintainers",
     maintainer_email="maintainers@pmt-perception.dev",
