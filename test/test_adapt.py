@@ -411,3 +411,65 @@ def test_disparity_head_group_leaves_segmentation_untouched(tmp_path, tiny_check
     assert torch.equal(before[1], after[1]) and torch.equal(before[2], after[2])
     with pytest.raises(ValueError, match="unknown module"):
         adapt.select_parameters(adapter.model, ["nope"])
+
+
+# ----------------------------------------------------------------------------- online (node)
+def online(tmp_path, tiny_checkpoint, installed, **kwargs):
+    from pmt_perception.ros.adaptation import OnlineAdaptation
+
+    model, _ = load_model(tiny_checkpoint)
+    settings = adapt.load_settings(small_settings(tmp_path, crop=[32, 64]), parameters="disparity")
+    return OnlineAdaptation(model, settings, install=installed.append, device=torch.device("cpu"),
+                            **kwargs)
+
+
+def test_online_adaptation_steps_swaps_and_discards(tmp_path, tiny_checkpoint, monkeypatch):
+    installed = []
+    worker = online(tmp_path, tiny_checkpoint, installed, every_n=1, min_swap_interval=0.0)
+    left, right = textured_pair()
+    assert worker.step(left, right) and worker.stats.steps == 1 and len(installed) == 1
+    assert installed[0] is not worker.adapter.model           # a frozen copy, not the live one
+    assert not any(p.requires_grad for p in installed[0].parameters())
+    original = worker.adapter.losses
+
+    def poisoned(*args, **kwargs):
+        terms = original(*args, **kwargs)
+        terms["total"] = terms["total"] * float("nan")
+        return terms
+    monkeypatch.setattr(worker.adapter, "losses", poisoned)
+    assert not worker.step(left, right)
+    assert worker.stats.discarded == 1 and len(installed) == 1   # nothing swapped in
+    assert worker.diagnostics()["adapt_discarded_steps"] == "1"
+    # The checkpoint written from the node's adaptation loads as an ordinary one.
+    payload = load_checkpoint(tiny_checkpoint)
+    path = worker.save(tmp_path / "online.pt", payload, {"from_checkpoint": str(tiny_checkpoint)})
+    assert load_checkpoint(path)["adapted"]["online"] is True
+
+
+def test_online_offer_never_waits_for_a_held_step(tmp_path, tiny_checkpoint, monkeypatch):
+    """While a (deliberately stuck) step holds the thread, every offer returns at once and the
+    mailbox keeps only the newest pair (bounded memory)."""
+    import threading
+
+    installed = []
+    worker = online(tmp_path, tiny_checkpoint, installed, every_n=2)
+    entered, release = threading.Event(), threading.Event()
+
+    def held_step(left, right):
+        entered.set()
+        release.wait(30)
+        return True
+    monkeypatch.setattr(worker, "step", held_step)
+    worker.start()
+    left, right = textured_pair()
+    worker.offer(left, right)
+    assert worker.offer(left, right)          # the 2nd pair is queued and taken by the thread
+    assert entered.wait(10)
+    delivered = 0
+    for _ in range(20):                        # "frames" published while the step is held
+        worker.offer(left, right)
+        delivered += 1
+    assert delivered == 20 and worker.stats.offered == 22
+    assert worker.stats.queued == 11 and worker.stats.replaced == 9   # one slot, newest wins
+    release.set()
+    assert worker.stop(timeout=10)

@@ -1,0 +1,159 @@
+"""Online self-supervised adaptation for stereo_seg_node (`adapt: true`).
+
+The node offers every synchronized pair (`offer`, non-blocking, O(1)); every `every_n`-th one
+is kept in a one-slot mailbox (a newer pair replaces an unused one: memory stays bounded). A
+background thread takes it, runs one `pmt_perception.adapt.Adapter` step on its OWN copy of the
+model (photometric + smoothness + SGBM proxy + segmentation self-distillation, the offline
+losses), and at most every `min_swap_interval` seconds hands a frozen copy of the adapted
+weights to `install` (the node builds a new Predictor from it in this thread and swaps the
+reference between frames). The publishing path never waits for a step. A step whose loss is
+not finite, or above `explode_factor` x the median of the recent accepted losses, is discarded
+and counted. No rclpy here: the node does the ROS side (parameters, /diagnostics, service).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import statistics
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from ..adapt import AdaptSettings, Adapter, crop_window, save_adapted
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class AdaptationStats:
+    offered: int = 0          # pairs the node offered
+    queued: int = 0           # pairs put into the mailbox (every_n-th)
+    replaced: int = 0         # queued pairs replaced by a newer one before a step took them
+    steps: int = 0            # steps applied
+    discarded: int = 0        # steps discarded (non-finite or exploding loss)
+    swaps: int = 0            # weights handed to the predictor
+    last_loss: float = float("nan")
+    last_step_seconds: float = float("nan")
+
+
+class OnlineAdaptation:
+    def __init__(self, model: torch.nn.Module, settings: AdaptSettings, *,
+                 install: Callable[[torch.nn.Module], None], device: torch.device,
+                 every_n: int = 5, min_swap_interval: float = 2.0, explode_factor: float = 10.0,
+                 history: int = 50) -> None:
+        if every_n < 1:
+            raise ValueError(f"adapt_every_n must be >= 1, got {every_n}")
+        settings = dataclasses.replace(settings, cache_pairs=1)   # one pair in memory at a time
+        self.adapter = Adapter(copy.deepcopy(model), settings, device=device)
+        self.settings = settings
+        self.install = install
+        self.every_n, self.min_swap_interval = every_n, min_swap_interval
+        self.explode_factor = explode_factor
+        self.stats = AdaptationStats()
+        self._losses: deque[float] = deque(maxlen=history)
+        self._mailbox: Optional[tuple[np.ndarray, np.ndarray]] = None
+        self._condition = threading.Condition()
+        self._stop = False
+        self._last_swap = 0.0
+        self._model_lock = threading.Lock()    # the adapter's model vs save()
+        self._thread = threading.Thread(target=self._run, name="pmt-online-adapt", daemon=True)
+
+    # ------------------------------------------------------------------ node side
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Ask the thread to end after its current step; True if it ended within `timeout`."""
+        with self._condition:
+            self._stop = True
+            self._condition.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def offer(self, left: np.ndarray, right: np.ndarray) -> bool:
+        """Called by the node for every synchronized pair (H x W x 3 uint8 RGB); never blocks on
+        a step. Returns True when the pair was queued for adaptation."""
+        self.stats.offered += 1
+        if self.stats.offered % self.every_n:
+            return False
+        pair = (np.array(left, copy=True), np.array(right, copy=True))
+        with self._condition:
+            if self._mailbox is not None:
+                self.stats.replaced += 1
+            self._mailbox = pair
+            self.stats.queued += 1
+            self._condition.notify()
+        return True
+
+    def diagnostics(self) -> dict[str, str]:
+        """Key/values for the node's /diagnostics status."""
+        s = self.stats
+        return {"adapt_steps": str(s.steps), "adapt_discarded_steps": str(s.discarded),
+                "adapt_loss": f"{s.last_loss:.5f}", "adapt_swaps": str(s.swaps),
+                "adapt_pairs_offered": str(s.offered), "adapt_pairs_replaced": str(s.replaced),
+                "adapt_step_seconds": f"{s.last_step_seconds:.3f}"}
+
+    def save(self, path: str | Path, payload: dict[str, Any], info: dict[str, Any]) -> Path:
+        """The adapted weights as an ordinary checkpoint (atomic), marked as adapted online."""
+        with self._model_lock:
+            save_adapted(Path(path), self.adapter, payload, {**info, "online": True},
+                         self.stats.steps, resumable=False)
+        return Path(path)
+
+    # ------------------------------------------------------------------ thread
+    def _take(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        with self._condition:
+            while self._mailbox is None and not self._stop:
+                self._condition.wait()
+            if self._stop:
+                return None
+            pair, self._mailbox = self._mailbox, None
+            return pair
+
+    def _run(self) -> None:
+        while True:
+            pair = self._take()
+            if pair is None:
+                return
+            try:
+                self.step(*pair)
+            except Exception:   # a failing step must not kill adaptation or the node
+                LOG.exception("online adaptation step failed; discarded")
+                self.stats.discarded += 1
+
+    def step(self, left: np.ndarray, right: np.ndarray) -> bool:
+        """One adaptation step on one pair (the thread's body; public for tests)."""
+        started = time.perf_counter()
+        index = self.stats.queued
+        max_loss = None
+        if len(self._losses) >= 5:
+            max_loss = self.explode_factor * statistics.median(self._losses)
+        with self._model_lock:
+            prepared = self.adapter.prepare(("online", index), left, right)
+            generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + index)
+            window = crop_window(tuple(prepared.left.shape[-2:]), self.settings.crop, generator)
+            result = self.adapter.step(prepared, window, max_loss=max_loss)
+        self.stats.last_step_seconds = time.perf_counter() - started
+        if not result["applied"]:
+            self.stats.discarded += 1
+            return False
+        self.stats.steps += 1
+        self.stats.last_loss = result["total"]
+        self._losses.append(result["total"])
+        now = time.monotonic()
+        if now - self._last_swap >= self.min_swap_interval:
+            with self._model_lock:
+                frozen = copy.deepcopy(self.adapter.model).eval()
+            for parameter in frozen.parameters():
+                parameter.requires_grad_(False)
+            self.install(frozen)
+            self.stats.swaps += 1
+            self._last_swap = now
+        return True
