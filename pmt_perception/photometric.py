@@ -167,7 +167,16 @@ def sgbm_settings(preset: str = "3way", *, num_disparities: Optional[int] = None
 
 def sgbm_proxy(left: np.ndarray, right: np.ndarray, settings: SGBMSettings | str = "3way") -> np.ndarray:
     """H x W float32 disparities SGBM keeps after its uniqueness test, left-right check and
-    speckle filter; NaN everywhere else (no hole filling: these are sparse labels)."""
+    speckle filter; NaN everywhere else (no hole filling: these are sparse labels). The search
+    range shrinks (multiples of 16) for images too narrow for it; none fits: all NaN."""
+    if isinstance(settings, str):
+        settings = sgbm_settings(settings)
+    width = np.asarray(left).shape[1] if not isinstance(left, torch.Tensor) else left.shape[-1]
+    fits = (width - settings.block_size) // 16 * 16
+    if fits < 16:
+        return np.full(np.asarray(left).shape[:2], np.nan, np.float32)
+    if settings.num_disparities > fits:
+        settings = dataclasses.replace(settings, num_disparities=fits)
     return SGBMBaseline(settings).predict(left, right).raw_disparity
 
 

@@ -442,8 +442,11 @@ def test_online_adaptation_steps_swaps_and_discards(tmp_path, tiny_checkpoint, m
     assert worker.diagnostics()["adapt_discarded_steps"] == "1"
     # The checkpoint written from the node's adaptation loads as an ordinary one.
     payload = load_checkpoint(tiny_checkpoint)
-    path = worker.save(tmp_path / "online.pt", payload, {"from_checkpoint": str(tiny_checkpoint)})
-    assert load_checkpoint(path)["adapted"]["online"] is True
+    path = worker.save(tmp_path / "online.pt", class_names=payload["class_names"],
+                       palette=payload["palette"], info={"from_checkpoint": str(tiny_checkpoint)})
+    saved = load_checkpoint(path)
+    assert saved["adapted"]["online"] is True and saved["adapted"]["steps"] == 1
+    assert saved["model_config"] == payload["model_config"]
 
 
 def test_online_offer_never_waits_for_a_held_step(tmp_path, tiny_checkpoint, monkeypatch):
@@ -473,3 +476,47 @@ def test_online_offer_never_waits_for_a_held_step(tmp_path, tiny_checkpoint, mon
     assert worker.stats.queued == 11 and worker.stats.replaced == 9   # one slot, newest wins
     release.set()
     assert worker.stop(timeout=10)
+
+
+def test_node_wires_online_adaptation(tmp_path, tiny_checkpoint):
+    """adapt: true starts the thread on activate; a step's weights reach the node's predictor;
+    deactivate stops it and writes adapt_save_path. No DDS traffic: the pair is offered directly."""
+    import time
+
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from pmt_perception.ros.node import StereoSegNode
+
+    context = Context()
+    rclpy.init(context=context, domain_id=41)
+    node = None
+    try:
+        node = StereoSegNode(context=context, parameter_overrides=[
+            Parameter("autostart", value=False), Parameter("checkpoint", value=str(tiny_checkpoint)),
+            Parameter("backend", value="eager"), Parameter("adapt", value=True),
+            Parameter("adapt_every_n", value=1), Parameter("adapt_swap_interval", value=0.0),
+            Parameter("adapt_save_path", value=str(tmp_path / "online.pt"))])
+        assert node.start()
+        worker, first = node._adaptation, node.predictor
+        assert worker is not None
+        worker.offer(*textured_pair())
+        deadline = time.monotonic() + 60
+        while worker.stats.swaps < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker.stats.steps == 1 and node.predictor is not first
+        node.trigger_deactivate()
+        assert node._adaptation is None
+        assert load_checkpoint(tmp_path / "online.pt")["adapted"]["steps"] == 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def test_sgbm_proxy_narrow_image_shrinks_the_search_range():
+    left, right = textured_pair(height=32, width=40, disparity=3)
+    proxy = P.sgbm_proxy(left, right, P.sgbm_settings("3way"))     # 128 candidates > 40 px
+    assert proxy.shape == (32, 40)
+    assert np.isnan(P.sgbm_proxy(left[:, :16], right[:, :16], "3way")).all()

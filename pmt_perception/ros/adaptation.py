@@ -25,7 +25,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from ..adapt import AdaptSettings, Adapter, crop_window, save_adapted
+from ..adapt import AdaptSettings, Adapter, crop_window
+from ..checkpoint import save_checkpoint
 
 LOG = logging.getLogger(__name__)
 
@@ -100,11 +101,15 @@ class OnlineAdaptation:
                 "adapt_pairs_offered": str(s.offered), "adapt_pairs_replaced": str(s.replaced),
                 "adapt_step_seconds": f"{s.last_step_seconds:.3f}"}
 
-    def save(self, path: str | Path, payload: dict[str, Any], info: dict[str, Any]) -> Path:
+    def save(self, path: str | Path, *, class_names: list[str], palette: Any,
+             info: dict[str, Any]) -> Path:
         """The adapted weights as an ordinary checkpoint (atomic), marked as adapted online."""
+        model = self.adapter.model
         with self._model_lock:
-            save_adapted(Path(path), self.adapter, payload, {**info, "online": True},
-                         self.stats.steps, resumable=False)
+            save_checkpoint(Path(path), model=model, config=model.config,
+                            class_names=list(class_names), palette=palette, kind="adapted",
+                            adapted={**info, "online": True, "steps": self.stats.steps,
+                                     "discarded_steps": self.stats.discarded})
         return Path(path)
 
     # ------------------------------------------------------------------ thread

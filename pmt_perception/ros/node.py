@@ -25,8 +25,10 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import CameraInfo, Image
 import torch
 
+from pmt_perception.adapt import load_settings as load_adapt_settings
 from pmt_perception.inference import Predictor
 from pmt_perception.ros import diagnostics
+from pmt_perception.ros.adaptation import OnlineAdaptation
 from pmt_perception.ros.inputs import (CameraCache, InputProblem, check_stereo_set,
                                       decode_stereo_set, frame_id_problem)
 from pmt_perception.ros.model_source import LoadedModel, load_network
@@ -73,6 +75,7 @@ class StereoSegNode(LifecycleNode):
         self.predictor: Predictor | None = None
         self._outputs: OutputPublishers | None = None
         self._pipeline: FramePipeline | None = None
+        self._adaptation: OnlineAdaptation | None = None   # adapt: true (ros/adaptation.py)
         self._subscriptions_in: list = []
         self._sync_backend = "-"
         self._dropped_earlier = 0   # drops of previous activations (each has its own pipeline)
@@ -130,6 +133,8 @@ class StereoSegNode(LifecycleNode):
         self._pipeline = FramePipeline(process=self._process, publish=self._publish,
                                        on_error=self._on_worker_error, name=self.get_name())
         self._pipeline.start()
+        if values["adapt"]:
+            self._start_adaptation(values)
         qos = input_qos(values["input_reliability"], values["input_depth"])
         self._reset_arrivals()
         self._subscriptions_in = [
@@ -165,12 +170,56 @@ class StereoSegNode(LifecycleNode):
         self.on_cleanup(state)
         return SUCCESS
 
-    def _build_predictor(self, values: dict) -> None:
+    def _build_predictor(self, values: dict, model=None) -> None:
         self.predictor = Predictor(
-            self._loaded.model, device=values["device"], precision=values["precision"],
-            channels_last=values["channels_last"], compile=values["compile"],
-            backend=values["backend"],
+            model if model is not None else self._loaded.model, device=values["device"],
+            precision=values["precision"], channels_last=values["channels_last"],
+            compile=values["compile"], backend=values["backend"],
             class_names=self._loaded.class_names, palette=self._loaded.palette)
+
+    # ------------------------------------------------------------------ online adaptation
+    def _start_adaptation(self, values: dict) -> None:
+        try:
+            settings = load_adapt_settings(values["adapt_config"] or None)
+            adaptation = OnlineAdaptation(
+                self._loaded.model, settings, device=self.predictor.device,
+                install=lambda model: self._install_adapted(model, values),
+                every_n=values["adapt_every_n"], min_swap_interval=values["adapt_swap_interval"])
+        except Exception as error:  # noqa: BLE001 - the node serves without adaptation
+            self.get_logger().error(f"adapt: not started: {type(error).__name__}: {error}")
+            return
+        self._adaptation = adaptation
+        adaptation.start()
+        self.get_logger().info(f"adapt: online adaptation of {settings.parameters} on every "
+                               f"{values['adapt_every_n']}-th pair")
+
+    def _install_adapted(self, model, values: dict) -> None:
+        """Adaptation thread: a Predictor for the new weights, built here (off the publishing
+        path) and swapped in by reference; the model worker reads self.predictor once per frame,
+        so the swap falls between frames."""
+        if self._adaptation is None or self.predictor is None:
+            return
+        previous = self.predictor
+        self._build_predictor(values, model)
+        if self._adaptation is None:   # deactivated meanwhile: keep what it left
+            self.predictor = previous
+
+    def _stop_adaptation(self) -> None:
+        adaptation, self._adaptation = self._adaptation, None
+        if adaptation is None:
+            return
+        if not adaptation.stop():
+            self.get_logger().warning("adapt: the adaptation step did not end within 10 s")
+        path = settings_snapshot(self)["adapt_save_path"]
+        if path and self._loaded is not None:
+            try:
+                adaptation.save(path, class_names=list(self.predictor.class_names),
+                                palette=self.predictor.palette.tolist(),
+                                info={"from": self._loaded.description})
+                self.get_logger().info(f"adapt: adapted checkpoint written to {path} "
+                                       f"({adaptation.stats.steps} steps)")
+            except Exception as error:  # noqa: BLE001
+                self.get_logger().error(f"adapt: cannot write {path}: {error}")
 
     def _release_model(self, keep_weights: bool = False) -> None:
         """Drop the Predictor and free device memory; keep the CPU weights for re-activation."""
@@ -184,6 +233,7 @@ class StereoSegNode(LifecycleNode):
             torch.cuda.empty_cache()
 
     def _stop_input(self) -> None:
+        self._stop_adaptation()
         for subscription in self._subscriptions_in:
             self.destroy_subscription(subscription)
         self._subscriptions_in = []
@@ -230,6 +280,9 @@ class StereoSegNode(LifecycleNode):
             self._problems.report(problem.kind, str(problem))
             return None
         converted = time.perf_counter()
+        adaptation = self._adaptation
+        if adaptation is not None:
+            adaptation.offer(frame.left, frame.right)   # O(1): every n-th pair, never waits
         predictor, outputs = self.predictor, self._outputs
         if predictor is None or outputs is None:
             return None
@@ -340,6 +393,9 @@ class StereoSegNode(LifecycleNode):
                for (topic, _), count in zip(INPUT_TOPICS, received)},
             **{f"problems_{kind}": count for kind, count in problems.items()},
         }
+        adaptation = self._adaptation
+        if adaptation is not None:
+            values.update(adaptation.diagnostics())
         for stage, (count, mean_ms, max_ms) in sorted(self._stats.drain().items()):
             values[f"{stage}_ms_mean"] = mean_ms
             values[f"{stage}_ms_max"] = max_ms

@@ -93,6 +93,17 @@ PARAMETER_SPECS: dict[str, ParameterSpec] = {
     "sync_stall_timeout": _S("Seconds of input without a synchronized set before a warning "
                              "names the input that lags.", applies="at once", minimum=0.1,
                              maximum=3600.0),
+    "adapt": _S("Online self-supervised adaptation (docs/adapt.md): a background thread adapts "
+                "a copy of the model to the incoming pairs and swaps its weights in between "
+                "frames; never delays the outputs.", applies="on activate"),
+    "adapt_every_n": _S("Every n-th synchronized pair goes to the adaptation thread.",
+                        applies="on activate", minimum=1, maximum=10000),
+    "adapt_swap_interval": _S("Least seconds between two weight swaps into the predictor.",
+                              applies="on activate", minimum=0.0, maximum=86400.0),
+    "adapt_config": _S("pmt-adapt settings YAML of the online steps (loss weights, parameters, "
+                       "crop); empty: config/adapt.yaml.", applies="on activate"),
+    "adapt_save_path": _S("Adapted checkpoint written atomically on deactivate; empty: not "
+                          "saved.", applies="on activate"),
 }
 
 
