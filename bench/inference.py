@@ -343,7 +343,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="480x720 only, no torch.compile / DeepLabV3 rows, fewer repeats")
     parser.add_argument("--only", default=None,
-                        help="substring filter on 'kind/variant/backend/precision'")
+                        help="substring filter on 'kind/variant/backend/precision'; several "
+                        "separated by commas keep rows matching any")
     parser.add_argument("--markdown", default=None, help="append the table to this file")
     parser.add_argument("--json", default=None, help="write all rows as JSON here")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per row")
@@ -358,7 +359,7 @@ def main(argv=None):
     load_before = os.getloadavg()[0]
     rows = []
     for row in plan(quick=args.quick, native_bf16=info["native_bf16"], installed=installed):
-        if args.only and args.only not in row_name(row):
+        if args.only and not any(part in row_name(row) for part in args.only.split(",")):
             continue
         try:
             done = subprocess.run([sys.executable, __file__, "--one", json.dumps(row)],
