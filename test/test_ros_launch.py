@@ -168,7 +168,9 @@ def test_points2_read_back_equals_the_predictor_points(launched):
         frame_with_cloud, 60, "a cloud whose four inputs were seen")
     settings = load_defaults(config_dir() / "stereo_seg.yaml")
     camera = camera_from_infos(left_info, right_info)
-    prediction = Predictor(launched.checkpoint, device="cpu", precision="fp32").predict(
+    # The node's runtime (its YAML's backend, resolved the same way): equal bytes need one runtime.
+    prediction = Predictor(launched.checkpoint, device="cpu", precision="fp32",
+                           backend=settings["backend"]).predict(
         np.array(to_rgb8(left)), np.array(to_rgb8(right)))
     expected = camera.points_from_disparity(
         prediction.disparity, stride=settings["points_stride"],
