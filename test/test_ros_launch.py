@@ -61,8 +61,17 @@ def launched(colcon_workspace, tiny_checkpoint, tmp_path_factory, ros_endpoint_f
             start_new_session=True)
 
     def ros2(*words: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(colcon_workspace.command("ros2", *words), env=env, text=True,
-                              capture_output=True, timeout=timeout)
+        # A daemon that has just started may not have discovered the node yet ("Node not
+        # found", "Unable to find node"): re-run for up to 30 s, as a user would; any other
+        # answer is returned as is.
+        deadline = time.monotonic() + 30
+        while True:
+            result = subprocess.run(colcon_workspace.command("ros2", *words), env=env,
+                                    text=True, capture_output=True, timeout=timeout)
+            racing = any(text in result.stderr for text in ("Node not found", "Unable to find node"))
+            if not racing or time.monotonic() > deadline:
+                return result
+            time.sleep(1.0)
 
     try:
         try:
