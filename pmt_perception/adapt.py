@@ -39,7 +39,8 @@ from .checkpoint import (CheckpointError, load_checkpoint, load_model, model_con
 from .config import config_dir, load_yaml
 from .data.io import decode_disparity_png, read_json, read_png_raw, read_rgb
 from .data.middlebury import MiddleburyLayout, Middlebury, find_scenes, read_pfm
-from .inference import Predictor, cpu_has_native_bf16, resolve_device
+from .inference import Predictor, resolve_device
+from .runtime import cpu_has_native_bf16
 from .metrics import DisparityMetrics
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")

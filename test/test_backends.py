@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from pmt_perception import inference
+from pmt_perception import inference, runtime
 from pmt_perception.config import config_dir, load_model_config
 from pmt_perception.export import export_onnx
-from pmt_perception.inference import Predictor, cpu_flags, cpu_has_native_bf16, resolve_runtime
+from pmt_perception.inference import Predictor
+from pmt_perception.runtime import cpu_flags, cpu_has_native_bf16, resolve_runtime
 from pmt_perception.network import build_model
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -65,7 +66,7 @@ def case(request, tmp_path_factory):
     (CPU, False, set(), ("eager", "fp32")),
 ])
 def test_auto_picks_the_fast_runtime(monkeypatch, device, native_bf16, installed, expected):
-    monkeypatch.setattr(inference, "backend_available",
+    monkeypatch.setattr(runtime, "backend_available",
                         lambda b: b in ("eager", "compile") or b in installed)
     assert resolve_runtime("auto", "auto", device, native_bf16=native_bf16) == expected
 
@@ -96,7 +97,7 @@ def test_an_onnx_file_needs_an_onnx_backend():
 
 
 def test_a_missing_package_is_named(monkeypatch):
-    monkeypatch.setattr(inference, "backend_available", lambda b: b != "openvino")
+    monkeypatch.setattr(runtime, "backend_available", lambda b: b != "openvino")
     with pytest.raises(ValueError, match="pip install openvino"):
         resolve_runtime("openvino", "fp32", CPU)
 

@@ -15,7 +15,7 @@ from pmt_perception.config import (from_dict, load_model_config, load_yaml, to_p
 from pmt_perception.data import DataConfig, build_dataset, build_train_sampler
 from pmt_perception.losses import PMTLoss
 from pmt_perception.checkpoint import load_checkpoint
-from pmt_perception.inference import cpu_has_native_bf16
+from pmt_perception.runtime import cpu_has_native_bf16
 from pmt_perception.network import build_model, to_channels_last
 
 from .distributed import DistributedContext
