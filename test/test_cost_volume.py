@@ -28,6 +28,20 @@ def test_volume_peaks_at_the_true_shift():
     assert torch.all(volume[:, :, 7, :, :7] == 0)
 
 
+def test_cosine_volume_is_one_at_the_match_whatever_the_feature_scale():
+    torch.manual_seed(0)
+    right = torch.randn(1, 16, 5, 40)
+    left = torch.zeros_like(right)
+    left[..., 3:] = 7.5 * right[..., :-3]          # disparity 3, and a gain of 7.5
+    volume = groupwise_correlation_volume(left, right, num_disparities=8, groups=4, cosine=True)
+    assert torch.allclose(volume[:, :, 3, :, 10:], torch.ones(1, 4, 5, 30), atol=1e-5)
+    assert volume.abs().max() <= 1 + 1e-5
+    assert (volume[..., 10:].argmax(2) == 3).all()
+    # The dot product instead grows with the gain: a brighter camera scores higher everywhere.
+    dot = groupwise_correlation_volume(left, right, num_disparities=8, groups=4)
+    assert dot[:, :, 3, :, 10:].mean() > 2
+
+
 def test_volume_accepts_images_narrower_than_the_range():
     volume = groupwise_correlation_volume(torch.rand(1, 8, 3, 5), torch.rand(1, 8, 3, 5),
                                           num_disparities=12, groups=2)
@@ -106,6 +120,23 @@ def test_matching_head_is_available_to_every_variant():
 def test_paper_keeps_the_published_regression_head():
     assert load_model_config("paper").disparity_head == "regression"
     assert load_model_config("edge").disparity_head == "cost_volume"
+
+
+def test_edge_upsamples_class_logits_bilinearly_and_disparity_by_convex_weights():
+    config = load_model_config("edge")
+    assert config.segmentation_upsample_mode == "bilinear" and config.upsample == "convex"
+    model = build_model(config)
+    assert model.coarse_segmentation.head.upsample.mask is None
+    assert model.refined_segmentation.head.upsample.mask is None
+    assert model.disparity.upsample.mask is not None
+    # null keeps the older configs' graph: segmentation follows `upsample`.
+    fast = load_model_config("fast")
+    assert fast.segmentation_upsample is None
+    assert fast.segmentation_upsample_mode == fast.upsample
+    with pytest.raises(ValueError, match="segmentation_upsample"):
+        load_model_config("edge", segmentation_upsample="cubic")
+    with pytest.raises(ValueError, match="cost_volume_correlation"):
+        load_model_config("edge", cost_volume_correlation="ncc")
 
 
 def test_edge_is_smaller_than_fast_mobile():

@@ -34,7 +34,7 @@ class Head(nn.Module):
     """L conv + 1x1 reducer + hourglass + k x k prediction conv, then upsampling to H x W."""
 
     def __init__(self, in_channels: int, width: int, out_channels: int, *, kernel_size: int,
-                 scale: int, config: ModelConfig) -> None:
+                 scale: int, upsample: str, config: ModelConfig) -> None:
         super().__init__()
         self.scale = scale
         self.l_conv = ConvBNReLU(3, 1, kernel_size=5, dilation=2)
@@ -43,7 +43,7 @@ class Head(nn.Module):
                                    stride=config.hourglass_stride, final_layer=False,
                                    separable=config.separable)
         self.predict = nn.Conv2d(width, out_channels, kernel_size, padding=kernel_size // 2)
-        self.upsample = Upsampler(config.upsample, feature_channels=width, scale=scale)
+        self.upsample = Upsampler(upsample, feature_channels=width, scale=scale)
 
     def forward(self, features: torch.Tensor, left: torch.Tensor, *, mode: str) -> torch.Tensor:
         size = head_size(left, self.scale)
@@ -64,7 +64,8 @@ class CoarseSegmentationBranch(nn.Module):
         self.reduce = PointwiseReLU(2 * f4_channels, w(64))
         self.hourglass = hourglass(w(64), w(32))
         self.head = Head(w(32), w(32), config.num_classes, kernel_size=3,
-                         scale=config.coarse_head_scale, config=config)
+                         scale=config.coarse_head_scale,
+                         upsample=config.segmentation_upsample_mode, config=config)
 
     def forward(self, f4_left: torch.Tensor, f4_right: torch.Tensor,
                 left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +90,8 @@ class DisparityBranch(nn.Module):
         self.context = hourglass(context_in, w(128))
         self.fuse = hourglass(w(128) + config.corr_channels, w(64))
         self.scale = config.disparity_head_scale
-        self.head = Head(w(64), w(64), 1, kernel_size=5, scale=self.scale, config=config)
+        self.head = Head(w(64), w(64), 1, kernel_size=5, scale=self.scale,
+                         upsample=config.upsample, config=config)
 
     def forward(self, f2_left: torch.Tensor, f2_right: torch.Tensor, f_seg: torch.Tensor,
                 left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
@@ -123,7 +125,8 @@ class RefinedSegmentationBranch(nn.Module):
             self.seg_attention = nn.Sequential(nn.Conv2d(w(64), 1, 1), nn.Sigmoid())
         self.fuse = hourglass(w(128) if self.use_task_features else w(64), w(64))
         self.head = Head(w(64), w(32), config.num_classes, kernel_size=3,
-                         scale=config.refined_head_scale, config=config)
+                         scale=config.refined_head_scale,
+                         upsample=config.segmentation_upsample_mode, config=config)
 
     def forward(self, f1_left: torch.Tensor, f1_right: torch.Tensor, f_seg: torch.Tensor,
                 f_disp: torch.Tensor, left: torch.Tensor

@@ -19,9 +19,12 @@ from .blocks import ConvBNReLU, Hourglass, Upsampler, resize
 
 
 def groupwise_correlation_volume(left: torch.Tensor, right: torch.Tensor, *,
-                                 num_disparities: int, groups: int) -> torch.Tensor:
+                                 num_disparities: int, groups: int,
+                                 cosine: bool = False) -> torch.Tensor:
     """B x G x D x H x W: channel group g at disparity d holds the mean over the group's
     channels of left(y, x) * right(y, x - d), d = 0..D-1; zero where x - d leaves the image.
+    `cosine`: each group's vectors are unit-normalised first and the products summed, so the
+    score is the cosine of the two vectors (1 for identical features, whatever their scale).
 
     Only non-negative disparities: in a rectified left-reference pair a point never appears
     to the right in the right image. Plain slicing and padding (no compiled extension), so it
@@ -31,10 +34,14 @@ def groupwise_correlation_volume(left: torch.Tensor, right: torch.Tensor, *,
     if c % groups:
         raise ValueError(f"{c} matching channels do not split into {groups} groups")
     left = left.reshape(b, groups, c // groups, h, w)
+    right = right.reshape(b, groups, c // groups, h, w)
+    if cosine:
+        left, right = F.normalize(left, dim=2), F.normalize(right, dim=2)
+    reduce = torch.sum if cosine else torch.mean
     # One zero-padded copy: slice d of it is right shifted by d, for any W (even W <= D).
-    padded = F.pad(right, (num_disparities - 1, 0)).reshape(b, groups, c // groups, h, -1)
+    padded = F.pad(right, (num_disparities - 1, 0))
     start = num_disparities - 1
-    slices = [(left * padded[..., start - d:start - d + w]).mean(2) for d in range(num_disparities)]
+    slices = [reduce(left * padded[..., start - d:start - d + w], 2) for d in range(num_disparities)]
     return torch.stack(slices, dim=2)
 
 
@@ -101,9 +108,10 @@ class CostVolumeDisparityBranch(nn.Module):
     def __init__(self, feature_channels: int, *, context_channels: int, scale: int,
                  max_disparity: int, groups: int, aggregation_channels: int,
                  fdisp_channels: int, upsample: str, hourglass_stride: int,
-                 separable: bool) -> None:
+                 separable: bool, correlation: str = "dot") -> None:
         super().__init__()
         self.scale = scale
+        self.cosine = correlation == "cosine"
         self.num_disparities = -(-max_disparity // scale)
         match_channels = 8 * groups   # GwcNet's 8 channels per group
         self.match = nn.Sequential(ConvBNReLU(feature_channels, match_channels),
@@ -118,7 +126,9 @@ class CostVolumeDisparityBranch(nn.Module):
         # The raw correlation also enters the scores directly (learned scale): the loss then
         # reaches the matching features in one step instead of through the randomly initialised
         # aggregation, which is what makes matching learnable within a short CPU schedule.
-        self.raw_score_scale = nn.Parameter(torch.tensor(1.0))
+        # Cosines lie in [-1, 1]: a scale of 10 makes the initial softmax over candidates
+        # peaked enough for the expectation to sit near the best match from the first step.
+        self.raw_score_scale = nn.Parameter(torch.tensor(10.0 if self.cosine else 1.0))
         self.fuse = Hourglass(context_width + self.num_disparities, fdisp_channels,
                               stride=hourglass_stride, separable=separable)
         # The paper's per-branch "L conv" on the full-resolution left image, here guiding the
@@ -134,7 +144,7 @@ class CostVolumeDisparityBranch(nn.Module):
         match_left, match_right = self.match(torch.cat([features_left, features_right], 0)).chunk(2, 0)
         volume = groupwise_correlation_volume(match_left, match_right,
                                               num_disparities=self.num_disparities,
-                                              groups=self.groups)
+                                              groups=self.groups, cosine=self.cosine)
         size = volume.shape[-2:]
         context = self.context(resize(f_seg, size, "nearest"))
         context_volume = self.context_to_volume(context).unsqueeze(2).expand_as(volume)

@@ -111,7 +111,8 @@ def build_disparity_branch(config: ModelConfig, *, f1_spp_channels: int,
         context_channels=config.width(32), scale=scale, max_disparity=config.max_disparity,
         groups=config.cost_volume_groups, aggregation_channels=config.cost_aggregation_channels,
         fdisp_channels=config.width(64), upsample=config.upsample,
-        hourglass_stride=config.hourglass_stride, separable=config.separable)
+        hourglass_stride=config.hourglass_stride, separable=config.separable,
+        correlation=config.cost_volume_correlation)
 
 
 def build_model(config: ModelConfig) -> PMTNet:
