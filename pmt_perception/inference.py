@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .checkpoint import load_model, unwrap
 from .export import OnnxRuntimeModel, OpenVinoModel, export_onnx_bytes
 from .network import PMTNet, to_channels_last
-from .network.fusion import fold_batchnorm
+from .network.batchnorm_folding import fold_batchnorm
 from .runtime import PRECISIONS, resolve_runtime
 
 LOG = logging.getLogger(__name__)
