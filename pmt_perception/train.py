@@ -4,11 +4,12 @@
     pmt-train --config synthetic --run-dir runs/synth --resume auto          # continue exactly
     torchrun --nproc-per-node 4 -m pmt_perception.train --config cityscapes  # DDP, 1..N nodes
 
-Defaults come from config/train/<name>.yaml; every key there is a flag (`--batch-size 8`,
-`--lr 1.5e-3`, `--model-overrides "{backbone: resnet18}"`), flags win, and the resolved settings
-are written to <run_dir>/config.yaml (a valid --config for an exact re-run). The run directory
-gets last.pt (every checkpoint_interval steps), best.pt (best validation `best_metric`),
-train_log.jsonl, val_log.jsonl, tensorboard/ and summary.json.
+Defaults come from config/train/<name>.yaml (each `extends:` the paper's recipe, paper.yaml,
+and states what differs); every TrainConfig key is a flag (`--batch-size 8`, `--lr 1.5e-3`,
+`--model-overrides "{backbone: resnet18}"`), flags win, and the resolved settings are written to
+<run_dir>/config.yaml (a valid --config for an exact re-run). The run directory gets last.pt
+(every checkpoint_interval steps), best.pt (best validation `best_metric`), train_log.jsonl,
+val_log.jsonl, tensorboard/ and summary.json.
 """
 from __future__ import annotations
 
@@ -20,15 +21,16 @@ import torch
 
 from pmt_perception.training.distributed import setup_distributed, teardown_distributed
 from pmt_perception.training.options import resolve_resume_path, resolve_settings
+from pmt_perception.training.settings import TrainConfig
 
 
 def main(argv: list[str] | None = None) -> int:
     from pmt_perception.checkpoint import CheckpointError
 
-    settings, resume = resolve_settings(argv, prog="pmt-train")
-    context = setup_distributed(settings["device"])
+    config, resume, source = resolve_settings(argv, prog="pmt-train")
+    context = setup_distributed(config.device)
     try:
-        return train(settings, resume, context)
+        return train(config, resume, context, config_source=source)
     except CheckpointError as error:
         # A refused checkpoint is a user error, not a crash: one clear line, exit code 2.
         print(f"pmt-train: {error}", file=sys.stderr, flush=True)
@@ -37,14 +39,16 @@ def main(argv: list[str] | None = None) -> int:
         teardown_distributed()
 
 
-def train(settings: dict, resume: str | None, context) -> int:
+def train(config: TrainConfig, resume: str | None, context, *,
+          config_source: str | None = None) -> int:
     from pmt_perception.training.components import default_threads
     from pmt_perception.training.trainer import Trainer
 
-    if settings["threads"] is not None:
-        torch.set_num_threads(default_threads(settings))
-    resume_path = resolve_resume_path(resume, Path(settings["run_dir"]))
-    summary = Trainer(settings, context, resume_path=resume_path).run()
+    if config.threads is not None:
+        torch.set_num_threads(default_threads(config))
+    resume_path = resolve_resume_path(resume, Path(config.run_dir))
+    summary = Trainer(config, context, resume_path=resume_path,
+                      config_source=config_source).run()
     if context.is_main:
         print(json.dumps({k: v for k, v in summary.items() if k != "last_validation"},
                          default=str), flush=True)

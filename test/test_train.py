@@ -116,3 +116,22 @@ def test_resume_refuses_corrupted_and_non_weights_only_checkpoints(tmp_path, cap
     assert payload["kind"] == "weights" and "optimizer" not in payload
     assert all(v.dtype == torch.float16 for v in payload["model_state"].values()
                if v.is_floating_point())
+
+
+def test_a_run_directory_written_before_train_config_resumes(tmp_path, capsys):
+    """Run directories of the code before TrainConfig: config.yaml and the checkpoint's settings
+    lack init_checkpoint (only synthetic_edge.yaml had it). The run's config.yaml is still a
+    valid --config, and the resume sees no changed setting but the one asked for."""
+    run = tmp_path / "run"
+    assert main(tiny_argv(run, iterations=2)) == 0
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    del written["init_checkpoint"]
+    (run / "config.yaml").write_text(yaml.safe_dump(written, sort_keys=False))
+    payload = load_checkpoint(run / "last.pt")
+    del payload["settings"]["init_checkpoint"]
+    torch.save(payload, run / "last.pt")
+    capsys.readouterr()
+    argv = ["--config", str(run / "config.yaml"), "--iterations", "3", "--resume", "auto"]
+    assert main(argv) == 0
+    assert "changed settings (saved -> now): {'iterations': (2, 3)}" in capsys.readouterr().out
+    assert sorted(losses_by_step(run)) == [1, 2, 3]

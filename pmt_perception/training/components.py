@@ -19,7 +19,8 @@ from pmt_perception.runtime import cpu_has_native_bf16
 from pmt_perception.network import build_model, to_channels_last
 
 from .distributed import DistributedContext
-from .options import deep_merge
+from .recipes import merge
+from .settings import TrainConfig
 from .sampling import ResumableSampler, SeededSamples, collate_samples
 
 
@@ -36,9 +37,9 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def load_data_settings(settings: dict[str, Any]) -> DataConfig:
-    path = resolve_config_path(settings["data"], "data")
-    merged = deep_merge(load_yaml(path), settings["data_overrides"])
+def load_data_settings(config: TrainConfig) -> DataConfig:
+    path = resolve_config_path(config.data, "data")
+    merged = merge(load_yaml(path), to_plain(config.data_overrides))
     return from_dict(DataConfig, merged, source=f"{path} + data_overrides")
 
 
@@ -65,15 +66,15 @@ class NetworkWithLoss(nn.Module):
         return total, terms, output
 
 
-def build_network(settings: dict[str, Any], num_classes: int, context: DistributedContext,
+def build_network(config: TrainConfig, num_classes: int, context: DistributedContext,
                   ) -> nn.Module:
-    model_config = load_model_config(settings["model"], **{"num_classes": num_classes,
-                                                           **settings["model_overrides"]})
+    model_config = load_model_config(config.model, **{"num_classes": num_classes,
+                                                      **to_plain(config.model_overrides)})
     if model_config.num_classes != num_classes:
         raise ValueError(f"model_overrides.num_classes {model_config.num_classes} does not match "
                          f"the dataset's {num_classes} classes")
     network = build_model(model_config)
-    init = settings.get("init_checkpoint")   # optional key: weights to start from (not a resume)
+    init = config.init_checkpoint            # weights to start from (not a resume)
     if init:
         payload = load_checkpoint(init)
         if payload["model_config"] != to_plain(model_config):
@@ -83,36 +84,36 @@ def build_network(settings: dict[str, Any], num_classes: int, context: Distribut
             {k: v.float() for k, v in payload["model_state"].items()}, strict=False)
         if unexpected:
             raise ValueError(f"init_checkpoint {init}: parameters this model lacks: {unexpected}")
-    if settings["sync_batchnorm"] and context.is_distributed:
+    if config.sync_batchnorm and context.is_distributed:
         if context.device.type != "cuda":
             raise ValueError("sync_batchnorm needs CUDA devices (torch's SyncBatchNorm is "
                              "GPU-only); set --sync-batchnorm false for CPU/gloo training")
         network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
     network = network.to(context.device)
-    if settings["channels_last"]:
+    if config.channels_last:
         network = to_channels_last(network)
     return network
 
 
-def build_optimizer(settings: dict[str, Any], parameters) -> torch.optim.Optimizer:
-    lr, weight_decay = settings["lr"], settings["weight_decay"]
-    betas = tuple(settings["betas"])
-    if settings["optimizer"] == "adam":
+def build_optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
+    lr, weight_decay = config.lr, config.weight_decay
+    betas = tuple(config.betas)
+    if config.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
-    if settings["optimizer"] == "adamw":
+    if config.optimizer == "adamw":
         return torch.optim.AdamW(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
     return torch.optim.SGD(parameters, lr=lr, momentum=betas[0], weight_decay=weight_decay)
 
 
-def lr_factor(step: int, settings: dict[str, Any]) -> float:
+def lr_factor(step: int, config: TrainConfig) -> float:
     """Multiplier of the base LR at `step`: linear warm-up, then none | cosine | poly (0.9) |
     step (x0.1 after 2/3 of the run), never below min_lr_ratio."""
-    warmup, total = settings["warmup_iterations"], settings["iterations"]
+    warmup, total = config.warmup_iterations, config.iterations
     if warmup and step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    floor = settings["min_lr_ratio"]
-    schedule = settings["lr_schedule"]
+    floor = config.min_lr_ratio
+    schedule = config.lr_schedule
     if schedule == "cosine":
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
     if schedule == "poly":
@@ -122,8 +123,8 @@ def lr_factor(step: int, settings: dict[str, Any]) -> float:
     return 1.0
 
 
-def loader_options(settings: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    workers = int(settings["workers"])
+def loader_options(config: TrainConfig, device: torch.device) -> dict[str, Any]:
+    workers = int(config.workers)
     if workers > 0:
         # Worker processes are forked from this one: OpenCV's thread pool, if this process has
         # started it, does not survive a fork (a worker that touches it deadlocks in
@@ -133,32 +134,32 @@ def loader_options(settings: dict[str, Any], device: torch.device) -> dict[str, 
 
         cv2.setNumThreads(1)
     options: dict[str, Any] = {"num_workers": workers, "collate_fn": collate_samples,
-                               "pin_memory": bool(settings["pin_memory"]) and device.type == "cuda"}
+                               "pin_memory": bool(config.pin_memory) and device.type == "cuda"}
     if workers > 0:
-        options.update(persistent_workers=bool(settings["persistent_workers"]),
-                       prefetch_factor=int(settings["prefetch_factor"]))
+        options.update(persistent_workers=bool(config.persistent_workers),
+                       prefetch_factor=int(config.prefetch_factor))
     return options
 
 
-def build_loaders(settings: dict[str, Any], data_config: DataConfig,
+def build_loaders(config: TrainConfig, data_config: DataConfig,
                   context: DistributedContext):
     """(train dataset, val dataset, train loader, its ResumableSampler, val loader)."""
-    if settings["batch_size"] % context.world_size:
-        raise ValueError(f"batch_size {settings['batch_size']} (global) is not divisible by "
+    if config.batch_size % context.world_size:
+        raise ValueError(f"batch_size {config.batch_size} (global) is not divisible by "
                          f"the {context.world_size} processes")
-    train_set = build_dataset(data_config, split=settings["train_split"])
-    val_set = build_dataset(data_config, split=settings["val_split"], augment=False)
-    base_sampler = build_train_sampler(train_set, data_config, seed=settings["seed"])
-    sampler = ResumableSampler(len(train_set), seed=settings["seed"], rank=context.rank,
+    train_set = build_dataset(data_config, split=config.train_split)
+    val_set = build_dataset(data_config, split=config.val_split, augment=False)
+    base_sampler = build_train_sampler(train_set, data_config, seed=config.seed)
+    sampler = ResumableSampler(len(train_set), seed=config.seed, rank=context.rank,
                                world_size=context.world_size, base_sampler=base_sampler)
-    options = loader_options(settings, context.device)
+    options = loader_options(config, context.device)
     # Private generators: creating a DataLoader iterator draws worker seeds from its generator,
     # and from the GLOBAL RNG without one, which would make a resumed run's RNG drift.
     train_loader = torch.utils.data.DataLoader(
-        SeededSamples(train_set), batch_size=settings["batch_size"] // context.world_size,
-        sampler=sampler, drop_last=True, generator=torch.Generator().manual_seed(settings["seed"]),
+        SeededSamples(train_set), batch_size=config.batch_size // context.world_size,
+        sampler=sampler, drop_last=True, generator=torch.Generator().manual_seed(config.seed),
         **options)
-    limit = settings["val_samples"]
+    limit = config.val_samples
     count = len(val_set) if limit is None else min(int(limit), len(val_set))
     # Validation samples keep their full size, which may differ between images: batch 1.
     val_indices = list(range(context.rank, count, context.world_size))
@@ -167,12 +168,12 @@ def build_loaders(settings: dict[str, Any], data_config: DataConfig,
         val_options["persistent_workers"] = False  # used once per evaluation interval
     val_loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(val_set, val_indices), batch_size=1, shuffle=False,
-        generator=torch.Generator().manual_seed(settings["seed"]), **val_options)
+        generator=torch.Generator().manual_seed(config.seed), **val_options)
     return train_set, val_set, train_loader, sampler, val_loader
 
 
-def default_threads(settings: dict[str, Any]) -> Optional[int]:
-    threads = settings["threads"]
+def default_threads(config: TrainConfig) -> Optional[int]:
+    threads = config.threads
     if threads is None:
         return None
     threads = int(threads)

@@ -1,50 +1,36 @@
-"""Training settings: a YAML file under config/train/ sets the defaults, the command line wins.
+"""The `pmt-train` command line: a recipe under config/train/ sets the defaults, flags win.
 
-timm-style: every top-level key of the YAML becomes a flag (`lr` -> `--lr`, `batch_size` ->
-`--batch-size`), so the set of flags and the config file cannot drift apart and a typo is an
-argparse error, not a silently ignored setting. Values on the command line are parsed as YAML
-(`--crop-size "[128, 256]"`, `--grad-clip-norm null`, `--channels-last false`), and mappings
-given on the command line are deep-merged into the file's (`--data-overrides "{root: out}"`).
-The fully resolved settings are written into the run directory as `config.yaml`, which is
-itself a valid `--config` for an exact re-run.
+timm-style: every TrainConfig field is a flag (`lr` -> `--lr`, `batch_size` -> `--batch-size`),
+so the flags and the config cannot drift apart and a typo is an argparse error, not a silently
+ignored setting. Values on the command line are parsed as YAML (`--crop-size "[128, 256]"`,
+`--grad-clip-norm null`, `--channels-last false`), and mappings given on the command line are
+deep-merged into the recipe's (`--data-overrides "{root: out}"`; `{_replace_: true, ...}`
+replaces it). The recipe's `extends:` chain is resolved first (recipes.py), the result is a
+typed TrainConfig (settings.py), and the run directory gets it as `config.yaml`, which is itself
+a valid `--config` for an exact re-run.
 """
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
+import typing
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import yaml
 
-from pmt_perception.config import load_yaml, resolve_config_path
+from pmt_perception.config import resolve_config_path
 
-# Keys every training config must define (the loop reads them all); a file that lacks one is
-# an error here rather than a KeyError deep in a run.
-REQUIRED_KEYS = (
-    "data", "data_overrides", "train_split", "val_split", "val_samples",
-    "model", "model_overrides", "loss", "loss_overrides",
-    "optimizer", "lr", "weight_decay", "betas", "batch_size", "iterations", "lr_schedule",
-    "warmup_iterations", "min_lr_ratio", "stop_after", "grad_clip_norm", "precision", "channels_last",
-    "sync_batchnorm", "eval_interval", "early_stopping_metric", "early_stopping_patience",
-    "best_metric", "checkpoint_interval", "snapshot_steps", "log_interval", "image_interval", "workers",
-    "pin_memory", "persistent_workers", "prefetch_factor", "seed", "deterministic", "threads",
-    "run_dir", "device",
-)
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("none", "cosine", "poly", "step")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from .recipes import describe, load_recipe, merge
+from .settings import TrainConfig, train_config_from_dict
+
+FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """`update` over `base`, recursing into mappings both have (lists are replaced whole)."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+class ResolvedSettings(NamedTuple):
+    config: TrainConfig
+    resume: str | None       # the --resume argument, as given
+    source: str              # the --config file: the run files record it as config_source
 
 
 def parse_value(text: str, default: Any) -> Any:
@@ -81,7 +67,7 @@ def _flag(key: str) -> str:
 def build_parser(defaults: Mapping[str, Any], *, prog: str = "pmt-train") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Train PMT. Defaults come from --config (config/train/<name>.yaml "
-        "or a path); every key of that file is also a flag here, and flags win. Values are YAML.",
+        "or a path); every training setting is also a flag here, and flags win. Values are YAML.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default="synthetic",
                         help="training config: a name under config/train/ or a YAML path")
@@ -89,56 +75,35 @@ def build_parser(defaults: Mapping[str, Any], *, prog: str = "pmt-train") -> arg
                         help="continue a run exactly where its checkpoint left off: a checkpoint "
                         "file, or a run directory (its last.pt); 'auto' resumes run_dir/last.pt "
                         "when it exists and starts fresh otherwise")
+    hints = typing.get_type_hints(TrainConfig)
     for key, default in defaults.items():
+        # A plain string setting (a name, a path, a device) is taken as typed: `--run-dir 2024`
+        # is a folder, not the number YAML would make of it.
+        kind = str if hints.get(key) is str else (lambda text, d=default: parse_value(text, d))
         # The formatter appends the config file's value: "(default: ...)".
-        parser.add_argument(_flag(key), dest=key, default=default, metavar="VALUE",
-                            type=lambda text, d=default: parse_value(text, d),
+        parser.add_argument(_flag(key), dest=key, default=default, metavar="VALUE", type=kind,
                             help="YAML value; overrides the config file")
     return parser
 
 
-def check_settings(settings: Mapping[str, Any], *, source: str) -> None:
-    missing = [key for key in REQUIRED_KEYS if key not in settings]
-    if missing:
-        raise ValueError(f"{source}: training config lacks key(s) {missing}")
-    choices = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "precision": PRECISIONS}
-    for key, allowed in choices.items():
-        if settings[key] not in allowed:
-            raise ValueError(f"{source}: {key} must be one of {allowed}, got {settings[key]!r}")
-    for key in ("batch_size", "iterations", "eval_interval", "checkpoint_interval",
-                "log_interval"):
-        if not isinstance(settings[key], int) or settings[key] < 1:
-            raise ValueError(f"{source}: {key} must be a positive integer, got {settings[key]!r}")
-    for key in ("data_overrides", "model_overrides", "loss_overrides"):
-        if not isinstance(settings[key], Mapping):
-            raise ValueError(f"{source}: {key} must be a mapping, got {settings[key]!r}")
-    if not isinstance(settings["snapshot_steps"], list):
-        raise ValueError(f"{source}: snapshot_steps must be a list of steps, got "
-                         f"{settings['snapshot_steps']!r}")
-    if not settings["lr"] > 0:
-        raise ValueError(f"{source}: lr must be > 0, got {settings['lr']!r}")
-
-
 def resolve_settings(argv: Sequence[str] | None = None, *, prog: str = "pmt-train"
-                     ) -> tuple[dict[str, Any], str | None]:
-    """(resolved settings, resume argument) from the config file and the command line."""
+                     ) -> ResolvedSettings:
+    """The typed settings from the recipe (its `extends` chain applied) and the command line."""
     # First pass: only --config, to know which file provides the defaults of the second.
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default="synthetic")
     known, _ = pre.parse_known_args(argv)
     path = resolve_config_path(known.config, "train")
-    file_settings = load_yaml(path)
-    check_settings(file_settings, source=str(path))
-    parser = build_parser(file_settings, prog=prog)
-    args = parser.parse_args(argv)
-    settings = {key: getattr(args, key) for key in file_settings}
-    # A mapping on the command line refines the file's mapping instead of replacing it.
-    for key, file_value in file_settings.items():
-        if isinstance(file_value, Mapping) and isinstance(settings[key], Mapping):
-            settings[key] = deep_merge(file_value, settings[key])
-    check_settings(settings, source=f"{path} + command line")
-    settings["config_source"] = str(path)
-    return settings, args.resume
+    recipe, chain = load_recipe(path, known=FIELDS)
+    source = describe(chain)
+    defaults = train_config_from_dict(recipe, source=source).to_dict()
+    args = build_parser(defaults, prog=prog).parse_args(argv)
+    given = {key: getattr(args, key) for key in defaults}
+    # A mapping on the command line refines the file's mapping instead of replacing it (unless
+    # it says `_replace_: true`), as a recipe refines the one it extends.
+    settings = merge(defaults, given)
+    config = train_config_from_dict(settings, source=f"{source} + command line")
+    return ResolvedSettings(config, args.resume, str(path))
 
 
 def resolve_resume_path(resume: str | None, run_dir: Path) -> Path | None:

@@ -30,40 +30,42 @@ from .components import (NetworkWithLoss, autocast_dtype, build_loaders, build_n
 from .distributed import (DistributedContext, all_gather_objects, all_reduce_sum, barrier,
                           broadcast_flag)
 from .monitor import NullMonitor, TrainingMonitor, _json_safe
+from .settings import TrainConfig
 from .validation import is_improvement, metric_mode, validate
 
 
 class Trainer:
-    def __init__(self, settings: dict[str, Any], context: DistributedContext, *,
-                 resume_path: Path | None = None) -> None:
-        self.settings = settings
+    def __init__(self, config: TrainConfig, context: DistributedContext, *,
+                 resume_path: Path | None = None, config_source: str | None = None) -> None:
+        self.config = config
+        self.config_source = config_source     # the --config file, recorded in the run files
         self.context = context
-        self.run_dir = Path(settings["run_dir"])
+        self.run_dir = Path(config.run_dir)
         if resume_path is None and (self.run_dir / "last.pt").exists():
             raise FileExistsError(f"{self.run_dir} already holds a run (last.pt); continue it "
                                   "with --resume auto or choose another --run-dir")
-        checkpoints.seed_everything(settings["seed"] + context.rank)
-        if settings["deterministic"]:
+        checkpoints.seed_everything(config.seed + context.rank)
+        if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         elif context.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
-        self.data_config = load_data_settings(settings)
+        self.data_config = load_data_settings(config)
         (self.train_set, self.val_set, self.train_loader, self.sampler,
-         self.val_loader) = build_loaders(settings, self.data_config, context)
+         self.val_loader) = build_loaders(config, self.data_config, context)
         self.class_names = list(self.train_set.class_names)
         self.palette = np.asarray(self.train_set.palette, dtype=np.uint8)
-        self.network = build_network(settings, self.train_set.num_classes, context)
+        self.network = build_network(config, self.train_set.num_classes, context)
         self.model_config = unwrap(self.network).config
-        loss_config = load_loss_config(settings["loss"], **settings["loss_overrides"])
+        loss_config = load_loss_config(config.loss, **to_plain(config.loss_overrides))
         self.criterion = PMTLoss(loss_config).to(context.device)
-        self.dtype = autocast_dtype(settings["precision"], context.device)
+        self.dtype = autocast_dtype(config.precision, context.device)
         self.module = NetworkWithLoss(self.network, self.criterion, dtype=self.dtype,
                                       device_type=context.device.type)
-        self.optimizer = build_optimizer(settings, self.module.parameters())
+        self.optimizer = build_optimizer(config, self.module.parameters())
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, settings))
+            self.optimizer, lambda step: lr_factor(step, config))
         self.scaler = torch.amp.GradScaler(context.device.type,
                                            enabled=self.dtype == torch.float16)
         self.progress: dict[str, Any] = {"step": 0, "epoch": 0, "position": 0, "best": None,
@@ -100,36 +102,38 @@ class Trainer:
         else:
             # Another process count cannot continue the same random streams; start fresh ones
             # that still depend only on (seed, rank, step).
-            checkpoints.seed_everything(self.settings["seed"] + 7919 * self.progress["step"]
+            checkpoints.seed_everything(self.config.seed + 7919 * self.progress["step"]
                                         + self.context.rank)
         saved_sampler = payload["progress"].get("sampler_world_size", saved_world)
         if saved_sampler != self.context.world_size:
             # Sampler positions count per-rank samples; rescale to the new world size.
             self.progress["position"] = (self.progress["position"] * saved_sampler
                                          // self.context.world_size)
-        changed = {k: (payload["settings"].get(k), v) for k, v in self.settings.items()
-                   if k != "config_source" and payload["settings"].get(k) != v}
+        # Checkpoints hold the settings as plain values; those written before a key existed
+        # lack it, and .get's None is that key's default (init_checkpoint).
+        saved = payload["settings"]
+        changed = {k: (saved.get(k), v) for k, v in self.config.to_dict().items()
+                   if saved.get(k) != v}
         if changed and self.context.is_main:
             print(f"[pmt-train] resuming {path} with changed settings (saved -> now): {changed}",
                   flush=True)
 
     def _write_run_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = {k: v for k, v in self.settings.items() if k != "config_source"}
-        dump_yaml_atomic(resolved, self.run_dir / "config.yaml")
+        dump_yaml_atomic(self.config.to_dict(), self.run_dir / "config.yaml")
         dump_yaml_atomic({"model": to_plain(self.model_config),
                           "loss": to_plain(self.criterion.config),
                           "data": to_plain(self.data_config),
                           "world_size": self.context.world_size,
                           "autocast_dtype": str(self.dtype),
-                          "config_source": self.settings.get("config_source")},
+                          "config_source": self.config_source},
                          self.run_dir / "resolved.yaml")
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
-        settings, context = self.settings, self.context
-        total_steps = settings["iterations"]
-        per_rank_batch = settings["batch_size"] // context.world_size
+        config, context = self.config, self.context
+        total_steps = config.iterations
+        per_rank_batch = config.batch_size // context.world_size
         step, epoch, position = (self.progress[k] for k in ("step", "epoch", "position"))
         self.monitor.start(step, total_steps)
         sums: dict[str, float] = {}
@@ -138,18 +142,19 @@ class Trainer:
         seconds_before = float(self.progress["train_seconds"])
         # stop_after ends this invocation early while the LR schedule still spans `iterations`
         # (time-boxed sessions; --resume auto continues, equal-budget snapshots of longer runs).
-        last_step = min(total_steps, settings["stop_after"] or total_steps)
+        last_step = min(total_steps, config.stop_after or total_steps)
         stop = self.progress["stopped_early"] or step >= last_step
         while not stop:
             self.sampler.set_epoch(epoch, position)
             for batch in self.train_loader:
-                terms, sample = self._train_step(batch, want_sample=self._due(step + 1, "image_interval"))
+                want_sample = self._due(step + 1, config.image_interval)
+                terms, sample = self._train_step(batch, want_sample=want_sample)
                 step += 1
                 position += per_rank_batch
                 steps_in_window += 1
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + float(value)
-                if step % settings["log_interval"] == 0 or step == last_step:
+                if step % config.log_interval == 0 or step == last_step:
                     elapsed = time.perf_counter() - window_start
                     self._log_train(step, epoch, sums, steps_in_window, elapsed)
                     sums, steps_in_window, window_start = {}, 0, time.perf_counter()
@@ -157,19 +162,19 @@ class Trainer:
                     self.monitor.train_images(step, sample)
                 self.progress.update(step=step, epoch=epoch, position=position,
                                      train_seconds=seconds_before + time.perf_counter() - session_start)
-                if step % settings["eval_interval"] == 0 or step == last_step:
+                if step % config.eval_interval == 0 or step == last_step:
                     stop = self._evaluate(step)
                 stop = stop or step >= last_step
-                if step % settings["checkpoint_interval"] == 0 or stop:
+                if step % config.checkpoint_interval == 0 or stop:
                     self._save(self.run_dir / "last.pt")
-                if step in settings["snapshot_steps"]:
+                if step in config.snapshot_steps:
                     self._save(self.run_dir / f"step_{step}.pt")
                 if stop:
                     break
             else:
                 epoch, position = epoch + 1, 0
         self.monitor.close()
-        summary = {"steps": step, "best_metric": settings["best_metric"],
+        summary = {"steps": step, "best_metric": config.best_metric,
                    "best": self.progress["best"], "best_step": self.progress["best_step"],
                    "stopped_early": self.progress["stopped_early"],
                    "train_seconds": self.progress["train_seconds"],
@@ -179,13 +184,12 @@ class Trainer:
         barrier(context)
         return summary
 
-    def _due(self, step: int, key: str) -> bool:
-        interval = self.settings[key]
+    def _due(self, step: int, interval: int) -> bool:
         return bool(interval) and step % interval == 0 and self.context.is_main
 
     def _train_step(self, batch: dict[str, Any], *, want_sample: bool):
         device = self.context.device
-        channels_last = self.settings["channels_last"]
+        channels_last = self.config.channels_last
         left = batch["left"].to(device, non_blocking=True)
         right = batch["right"].to(device, non_blocking=True)
         if channels_last:
@@ -201,9 +205,9 @@ class Trainer:
                                      f"{self.progress['step'] + 1}; lower --lr or set "
                                      "--grad-clip-norm")
         self.scaler.scale(total).backward()
-        if self.settings["grad_clip_norm"]:
+        if self.config.grad_clip_norm:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.settings["grad_clip_norm"])
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.config.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -226,19 +230,19 @@ class Trainer:
         for name, value in zip(names, values.tolist()):
             record["loss" if name == "total" else name] = value
         record["lr"] = self.optimizer.param_groups[0]["lr"]
-        record["images_per_s"] = steps * self.settings["batch_size"] / max(elapsed, 1e-9)
+        record["images_per_s"] = steps * self.config.batch_size / max(elapsed, 1e-9)
         self.monitor.train_step(step, record)
 
     def _evaluate(self, step: int) -> bool:
         """Validate; save best.pt on improvement; True when early stopping says stop."""
         metrics, sample = validate(
             unwrap(self.network), self.criterion, self.val_loader, context=self.context,
-            autocast_dtype=self.dtype, channels_last=self.settings["channels_last"],
+            autocast_dtype=self.dtype, channels_last=self.config.channels_last,
             num_classes=self.model_config.num_classes,
             ignore_index=self.criterion.config.ignore_index, keep_first=self.context.is_main)
         self.last_metrics = metrics
         self.monitor.validation(step, metrics, sample)
-        best_name = self.settings["best_metric"]
+        best_name = self.config.best_metric
         if best_name not in metrics:
             raise ValueError(f"best_metric {best_name!r} is not a validation metric; known: "
                              f"{sorted(k for k, v in metrics.items() if isinstance(v, float))}")
@@ -246,8 +250,8 @@ class Trainer:
         if is_improvement(value, self.progress["best"], metric_mode(best_name)):
             self.progress.update(best=value, best_step=step)
             self._save(self.run_dir / "best.pt")
-        patience = self.settings["early_stopping_patience"]
-        stop_name = self.settings["early_stopping_metric"]
+        patience = self.config.early_stopping_patience
+        stop_name = self.config.early_stopping_metric
         stop_value = metrics.get(stop_name, math.nan)
         if is_improvement(stop_value, self.progress["early_stop_best"], metric_mode(stop_name)):
             self.progress.update(early_stop_best=stop_value, evals_without_improvement=0)
@@ -271,4 +275,5 @@ class Trainer:
             class_names=self.class_names, palette=self.palette, optimizer=self.optimizer,
             scheduler=self.scheduler, scaler=self.scaler, criterion=self.criterion,
             progress=progress, rng_states=rng_states,
-            settings=dict(self.settings), metrics=self.last_metrics)
+            settings={**self.config.to_dict(), "config_source": self.config_source},
+            metrics=self.last_metrics)
