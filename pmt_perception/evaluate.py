@@ -6,6 +6,7 @@
         --out runs/eval/sgbm_ros
     pmt-evaluate --checkpoint models/pmt_synthetic_fast_r18.pt --sgbm 3way --data middlebury \
         --data-root ../shared/data/real_stereo/aloe --scale 0.5 --out runs/eval/aloe
+    pmt-evaluate --data bag --data-root runs/bags/synth20 --out runs/eval/bag
 
 Every sample is evaluated at its full input size (the Predictor pads to what the network needs
 and crops back; nothing is cropped away). The output folder gets report.json (both
@@ -14,10 +15,13 @@ figure8_samples.png and error_maps.png. Metrics are fractions (0.93 = 93 %); und
 are null. With --checkpoint and --sgbm together, the network is the report's method and each
 SGBM preset a row of report["comparison"] (and its full scores in report["baselines"]), scored
 on the same samples. Disparity-only data (Middlebury) reports segmentation as absent (null).
+A ROS 2 bag (`--data bag`, docs/bags.md) is a stream: its report adds per-frame timing, output
+statistics and temporal stability, and without --checkpoint the shipped model is used.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -27,9 +31,28 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from pmt_perception.baselines import SGBM_PRESETS
+from pmt_perception.baselines import SGBM_PRESETS, SGBMBaseline
+from pmt_perception.checkpoint import CheckpointError, shipped_checkpoint
+from pmt_perception.data import build_dataset, load_data_config
+from pmt_perception.data.bag_io import BagError
 from pmt_perception.evaluation.figures import write_all_figures, write_error_maps
+from pmt_perception.evaluation.frame_statistics import FrameStatistics
 from pmt_perception.evaluation.report import EvaluationAccumulator, json_safe, write_json_atomic
+from pmt_perception.inference import Predictor
+from pmt_perception.network import count_parameters
+
+# Loader keys of config/data/bag.yaml that have command-line options (--left-image-topic, ...).
+BAG_TOPIC_KEYS = ("left_image", "right_image", "left_info", "right_info", "gt_seg",
+                  "gt_disparity")
+
+
+class _DeprecatedBag(argparse.Action):
+    """--bag BAG, the former option: now --data bag --data-root BAG."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"pmt-evaluate: --bag is deprecated; use --data bag --data-root {values}",
+              file=sys.stderr)
+        namespace.data, namespace.data_root = "bag", str(values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,28 +83,67 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed forward passes before timing starts")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    from pmt_perception.ros.bags.evaluation import add_bag_arguments  # no ROS import at load
-
     add_bag_arguments(parser)
     return parser
 
 
-def load_dataset(data: str, root: Optional[str], split: Optional[str],
-                 scale: Optional[float] = None):
-    from pmt_perception.data import build_dataset, load_data_config
+def add_bag_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of --data bag: topics and pairing (default: the node's, config/stereo_seg.yaml)."""
+    group = parser.add_argument_group("ROS 2 bag input (--data bag --data-root BAG)")
+    group.add_argument("--bag", type=Path, action=_DeprecatedBag, metavar="BAG",
+                       help="deprecated: --data bag --data-root BAG")
+    for name in BAG_TOPIC_KEYS:
+        group.add_argument(f"--{name.replace('_', '-')}-topic", dest=f"{name}_topic",
+                           default=None, help=f"topic of {name.replace('_', ' ')} "
+                                              "(default: the node's)")
+    group.add_argument("--approximate-sync", action="store_true", default=None,
+                       help="pair stamps within --sync-slop instead of identical stamps "
+                            "(default: the node's approximate_sync)")
+    group.add_argument("--sync-slop", type=float, default=None,
+                       help="seconds (default: the node's sync_slop)")
+    group.add_argument("--sync-queue-size", type=int, default=None,
+                       help="(default: the node's sync_queue_size)")
 
+
+def bag_loader_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The bag loader keys given on the command line."""
+    given = {name: getattr(args, f"{name}_topic", None) for name in BAG_TOPIC_KEYS}
+    given.update(approximate_sync=getattr(args, "approximate_sync", None),
+                 sync_slop=getattr(args, "sync_slop", None),
+                 sync_queue_size=getattr(args, "sync_queue_size", None))
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def load_dataset(data: str, root: Optional[str], split: Optional[str],
+                 scale: Optional[float] = None, loader: Optional[dict[str, Any]] = None):
+    """(dataset, data config, split); ``loader``: loader keys overriding the config's."""
     overrides = {"root": root} if root is not None else {}
     config = load_data_config(data, **overrides)
+    extra = dict(loader or {})
     if scale is not None:
         if "scale" not in config.loader:
             raise SystemExit(f"pmt-evaluate: --scale: the {config.dataset} loader has no "
                              "evaluation scale (middlebury has)")
-        config = load_data_config(data, **overrides, loader={**config.loader, "scale": scale})
+        extra["scale"] = scale
+    unknown = sorted(set(extra) - set(config.loader))
+    if unknown:
+        raise SystemExit(f"pmt-evaluate: the {config.dataset} loader has no {', '.join(unknown)}"
+                         " (the topic and sync options are for --data bag)")
+    if extra:
+        config = load_data_config(data, **overrides, loader={**config.loader, **extra})
     split = split or config.val_split
     return build_dataset(config, split=split, augment=False), config, split
 
 
+def is_stream(dataset) -> bool:
+    """A dataset read front to back (a bag): no length, no random access, no workers."""
+    return isinstance(dataset, torch.utils.data.IterableDataset)
+
+
 def iterate_samples(dataset, *, limit: Optional[int], workers: int) -> Iterator[dict[str, Any]]:
+    if is_stream(dataset):
+        yield from itertools.islice(dataset, limit)
+        return
     count = len(dataset) if limit is None else min(limit, len(dataset))
     subset = torch.utils.data.Subset(dataset, range(count))
     if workers > 0:
@@ -98,9 +160,6 @@ def build_method(args: argparse.Namespace):
     network of --checkpoint, else the first --sgbm preset."""
     if args.checkpoint is None and args.sgbm:
         return build_sgbm(args.sgbm if isinstance(args.sgbm, str) else args.sgbm[0])
-    from pmt_perception.inference import Predictor
-    from pmt_perception.network import count_parameters
-
     predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision)
     payload = predictor.payload
     description = {"method": "pmt", "checkpoint": str(args.checkpoint),
@@ -112,8 +171,6 @@ def build_method(args: argparse.Namespace):
 
 
 def build_sgbm(preset: str):
-    from pmt_perception.baselines import SGBMBaseline
-
     baseline = SGBMBaseline(preset)
     return baseline, {**baseline.describe(), "preset": preset}, None, None
 
@@ -125,8 +182,6 @@ def method_name(description: dict[str, Any]) -> str:
 def predict_sample(method: Any, sample: dict[str, Any], *, warmup: int = 0) -> Any:
     """One prediction of `method` on `sample` (after `warmup` untimed passes: the first passes
     allocate and pick kernels)."""
-    from pmt_perception.inference import Predictor
-
     for _ in range(warmup):
         method.predict(sample["left"], sample["right"])
     if isinstance(method, Predictor):
@@ -141,20 +196,19 @@ def prediction_pairs(method: Any, samples: Iterator[dict[str, Any]], *,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pmt_perception.checkpoint import CheckpointError
-
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.bag is None and args.checkpoint is None and args.sgbm is None:
-        parser.error("one of the arguments --checkpoint --sgbm is required (or --bag)")
+    if args.checkpoint is None and args.sgbm is None:
+        if load_data_config(args.data).dataset != "bag":
+            parser.error("one of the arguments --checkpoint --sgbm is required (or --data bag)")
+        args.checkpoint = shipped_checkpoint()  # the node's choice when its checkpoint is ""
+        if args.checkpoint is None:
+            raise SystemExit("pmt-evaluate: no --checkpoint and no shipped models/*.pt")
     try:
-        if args.bag is not None:
-            from pmt_perception.ros.bags.evaluation import evaluate_bag
-
-            return evaluate_bag(args)
         return evaluate(args)
-    except CheckpointError as error:
-        # A refused checkpoint is a user error, not a crash: one clear line, exit code 2.
+    except (CheckpointError, BagError) as error:
+        # A refused checkpoint or a broken bag is a user error, not a crash: one clear line,
+        # exit code 2.
         print(f"pmt-evaluate: {error}", file=sys.stderr)
         return 2
 
@@ -162,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    dataset, data_config, split = load_dataset(args.data, args.data_root, args.split, args.scale)
-    if len(dataset) == 0:
+    dataset, data_config, split = load_dataset(args.data, args.data_root, args.split, args.scale,
+                                               loader=bag_loader_overrides(args))
+    stream = is_stream(dataset)
+    if not stream and len(dataset) == 0:
         raise SystemExit(f"pmt-evaluate: split {split!r} of {args.data} is empty")
     methods = [build_method(args)]
     if args.checkpoint is not None:
@@ -181,17 +237,31 @@ def evaluate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     accumulators = [EvaluationAccumulator(num_classes=len(classes), class_names=classes,
                                           figure_samples=args.figure_samples) for _ in methods]
+    # A stream (bag) also gets per-frame timing and stability of the first method's outputs.
+    frame_statistics = FrameStatistics(len(classes)) if stream else None
     samples = iterate_samples(dataset, limit=args.limit, workers=args.workers)
     for index, sample in enumerate(samples):   # every method on the same decoded sample
-        for (method, *_rest), accumulator in zip(methods, accumulators):
+        for number, ((method, *_rest), accumulator) in enumerate(zip(methods, accumulators)):
             warmup = args.warmup if index == 0 else 0
-            accumulator.add(sample, predict_sample(method, sample, warmup=warmup))
+            prediction = predict_sample(method, sample, warmup=warmup)
+            accumulator.add(sample, prediction)
+            if frame_statistics is not None and number == 0:
+                frame_statistics.add(sample, prediction)
     accumulator = accumulators[0]
+    if stream and accumulator.count == 0:
+        read = dataset.describe()
+        print(f"pmt-evaluate: bag {read['bag']}: no synchronized stereo frames "
+              f"({read['left_images']} left images, {len(read['unreadable_sets'])} unreadable "
+              "sets; try --approximate-sync or the topic options)", file=sys.stderr)
+        return 2
     report = accumulator.report()
+    if frame_statistics is not None:
+        report.update(frame_statistics.report(classes))
     report["method"] = description
     report["dataset"] = {"data_config": args.data, "dataset": data_config.dataset,
                          "root": args.data_root or data_config.root, "split": split,
-                         "limit": args.limit, "scale": args.scale}
+                         "limit": args.limit, "scale": args.scale,
+                         **(dataset.describe() if stream else {})}
     baselines = [(method_name(desc), other, desc)
                  for (_m, desc, _c, _p), other in zip(methods[1:], accumulators[1:])]
     return write_outputs(report, accumulator, palette, args=args, description=description,

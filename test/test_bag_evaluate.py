@@ -1,5 +1,5 @@
-"""pmt-evaluate --bag: the same report as dataset evaluation of the same frames, plus timing and
-temporal stability; bags without ground truth still report."""
+"""pmt-evaluate --data bag: the same report as dataset evaluation of the same frames, plus timing
+and temporal stability; bags without ground truth still report; --bag is a deprecated alias."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from pmt_perception import evaluate
+from pmt_perception.checkpoint import shipped_checkpoint
 from pmt_perception.config import config_dir
 from pmt_perception.ros.bags import writer
 
@@ -37,7 +38,7 @@ def run_evaluate(*argv):
 
 def test_bag_scores_exactly_as_the_dataset(tmp_path, synthetic_config, tiny_checkpoint):
     bag = write_bag(tmp_path / "bag", synthetic_config, "--storage", "mcap")
-    run_evaluate("--bag", str(bag), "--checkpoint", str(tiny_checkpoint),
+    run_evaluate("--data", "bag", "--data-root", str(bag), "--checkpoint", str(tiny_checkpoint),
                  "--out", str(tmp_path / "from_bag"))
     run_evaluate("--data", str(synthetic_config), "--split", "val", "--limit", str(NUM),
                  "--workers", "0", "--checkpoint", str(tiny_checkpoint),
@@ -59,10 +60,12 @@ def test_bag_scores_exactly_as_the_dataset(tmp_path, synthetic_config, tiny_chec
 
 
 def test_bag_without_ground_truth_reports_timing_and_stability(tmp_path, synthetic_config,
-                                                               tiny_checkpoint):
+                                                               tiny_checkpoint, capsys):
     bag = write_bag(tmp_path / "no_gt", synthetic_config, "--no-ground-truth")
     out = tmp_path / "eval"
+    capsys.readouterr()
     run_evaluate("--bag", str(bag), "--checkpoint", str(tiny_checkpoint), "--out", str(out))
+    assert f"--bag is deprecated; use --data bag --data-root {bag}" in capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["ground_truth"] == {"frames_with_seg": 0, "frames_with_disparity": 0}
     assert report["disparity"]["epe"] is None          # nothing to score against
@@ -76,14 +79,33 @@ def test_bag_without_ground_truth_reports_timing_and_stability(tmp_path, synthet
 
 
 def test_shipped_model_is_the_default(tmp_path, synthetic_config):
-    from pmt_perception.ros.model_source import shipped_checkpoint
-
     shipped = shipped_checkpoint()
     if shipped is None:
         pytest.skip("no models/*.pt shipped")
     bag = write_bag(tmp_path / "bag", synthetic_config, "--no-ground-truth")
     out = tmp_path / "eval"
-    run_evaluate("--bag", str(bag), "--limit", "1", "--warmup", "0", "--out", str(out))
+    run_evaluate("--data", "bag", "--data-root", str(bag), "--limit", "1", "--warmup", "0",
+                 "--out", str(out))
     report = json.loads((out / "report.json").read_text())
     assert report["method"]["checkpoint"] == str(shipped)
     assert report["num_samples"] == 1
+
+
+def test_bag_options_are_the_nodes_defaults_and_refused_for_other_data(tmp_path, synthetic_config,
+                                                                       tiny_checkpoint):
+    from pmt_perception.data.bag import node_sync_settings
+
+    node = yaml.safe_load((config_dir() / "stereo_seg.yaml").read_text())["/**"]["ros__parameters"]
+    sync = node_sync_settings()
+    assert (sync.approximate, sync.slop, sync.queue_size) == (
+        node["approximate_sync"], node["sync_slop"], node["sync_queue_size"])
+    bag = write_bag(tmp_path / "bag", synthetic_config, "--no-ground-truth")
+    out = tmp_path / "eval"
+    run_evaluate("--data", "bag", "--data-root", str(bag), "--checkpoint", str(tiny_checkpoint),
+                 "--sync-queue-size", "7", "--limit", "1", "--out", str(out))
+    dataset = json.loads((out / "report.json").read_text())["dataset"]
+    assert (dataset["sync_queue_size"], dataset["sync_slop"]) == (7, node["sync_slop"])
+    assert dataset["topics"]["left_image"] == "left/image_rect"
+    with pytest.raises(SystemExit, match="for --data bag"):
+        evaluate.main(["--data", str(synthetic_config), "--checkpoint", str(tiny_checkpoint),
+                       "--sync-slop", "0.5", "--out", str(tmp_path / "other")])

@@ -8,9 +8,9 @@ import pytest
 from pmt_perception.config import from_dict
 from pmt_perception.data import SyntheticStereo, load_data_config
 from pmt_perception.data.synthetic.settings import GeneratorSettings
+from pmt_perception.data.bag import ReadStatistics, read_stereo_frames
+from pmt_perception.data.bag_io import BagError, read_messages, typestore
 from pmt_perception.ros.bags import writer
-from pmt_perception.ros.bags.io import BagError, read_messages, typestore
-from pmt_perception.ros.bags.reader import ReadStatistics, read_stereo_frames
 
 SIZE = (64, 96)
 NUM = 3
@@ -18,7 +18,7 @@ RATE = 7.0   # an odd rate: stamps are not round numbers of seconds
 
 
 def write(out, *extra):
-    argv = ["--out", str(out), "--num", str(NUM), "--size", *map(str, SIZE),
+    argv = ["--out", str(out), "--num", str(NUM), "--size", f"{SIZE[0]}x{SIZE[1]}",
             "--rate", str(RATE), *extra]
     return writer.main(argv)
 
@@ -59,6 +59,17 @@ def test_round_trip_is_pixel_and_stamp_exact(tmp_path, storage, compression):
     assert seen == {t: NUM for t in ("left/image_rect", "right/image_rect", "left/camera_info",
                                      "right/camera_info", "ground_truth/seg",
                                      "ground_truth/disparity")}
+
+
+def test_size_h_w_still_works_with_a_deprecation_message(capsys):
+    assert writer.build_parser().parse_args(["--out", "x", "--num", "1", "--size", "64x96"]).size \
+        == (64, 96)
+    capsys.readouterr()
+    args = writer.build_parser().parse_args(["--out", "x", "--num", "1", "--size", "64", "96"])
+    assert args.size == (64, 96)
+    assert "--size H W is deprecated; use --size 64x96" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        writer.build_parser().parse_args(["--out", "x", "--num", "1", "--size", "64", "x"])
 
 
 def test_unsynchronized_stamps_need_approximate_pairing(tmp_path):

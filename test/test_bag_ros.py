@@ -27,7 +27,7 @@ def shm_environment(domain_id: int, log_dir):
 
 
 def write_bag(out, num, *extra):
-    assert writer.main(["--out", str(out), "--num", str(num), "--size", "64", "96",
+    assert writer.main(["--out", str(out), "--num", str(num), "--size", "64x96",
                         "--rate", str(RATE_HZ), *extra]) == 0
     return out
 
@@ -88,7 +88,7 @@ def test_dropped_frames_are_reported(tmp_path):
     """A recording that misses frames scores the rest and lists the missing stamps."""
     from pmt_perception.data.synthetic import CLASS_NAMES
     from pmt_perception.ros.bags.closed_loop import score_recording
-    from pmt_perception.ros.bags.io import read_messages, typestore, writing_bag
+    from pmt_perception.data.bag_io import read_messages, typestore, writing_bag
 
     bag = write_bag(tmp_path / "bag", 3)
     recorded = tmp_path / "recorded"
@@ -144,7 +144,7 @@ def test_a_recorder_killed_hard_leaves_a_valid_bag_up_to_its_last_flush(tmp_path
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from pmt_perception.ros.bags.io import read_messages, typestore
+    from pmt_perception.data.bag_io import read_messages, typestore
 
     bag = tmp_path / "killed"
     recorder = start_module("pmt_perception.ros.bags.record", "--out", str(bag), "--topics",

@@ -1,5 +1,5 @@
 """Datasets (Cityscapes, KITTI 2015, TrimBot2020 Garden, S-ROSeS, synthetic; Middlebury for
-disparity-only evaluation) and joint stereo augmentation, all returning the DESIGN.md §4 sample contract.
+disparity-only evaluation; ROS 2 bags read with rosbags, an iterable stream) and joint stereo augmentation, all returning the DESIGN.md §4 sample contract.
 
 Typical use (train.py / evaluate.py):
 
@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ..config import from_dict
 from .augment import StereoAugment
+from .bag import BagStereo
 from .base import IGNORE_LABEL, StereoDataset, collate, to_sample
 from .cityscapes import CityscapesStereo
 from .kitti import Kitti2015
@@ -34,12 +33,13 @@ FILE_DATASETS = {
     "trimbot2020": TrimBotGarden,
     "sroses": SRoses,
     "middlebury": Middlebury,
+    "bag": BagStereo,
 }
 DATASET_NAMES = (*FILE_DATASETS, "synthetic")
 
 
 def build_dataset(config: DataConfig, *, split: str, root: str | Path | None = None,
-                  augment: bool | None = None) -> StereoDataset:
+                  augment: bool | None = None) -> StereoDataset | BagStereo:
     """The dataset of `config` for `split`. `root` overrides config.root; `augment` defaults to
     augmenting the training split only (and only when config.augment.enabled)."""
     if config.dataset not in DATASET_NAMES:
@@ -72,12 +72,8 @@ def build_train_sampler(dataset: StereoDataset, config: DataConfig, *, seed: int
                                num_samples=num_samples, seed=seed)
 
 
-def dataset_palette(dataset: StereoDataset) -> np.ndarray:
-    return np.asarray(dataset.palette, dtype=np.uint8)
-
-
-__all__ = ["AugmentSettings", "CityscapesStereo", "ClassUniformSampler", "ClassUniformSettings",
+__all__ = ["AugmentSettings", "BagStereo", "CityscapesStereo", "ClassUniformSampler", "ClassUniformSettings",
            "DataConfig", "DATASET_NAMES", "IGNORE_LABEL", "Kitti2015", "Middlebury", "SRoses", "StereoAugment",
            "StereoDataset", "SyntheticFolder", "SyntheticStereo", "TrimBotGarden", "build_dataset",
-           "build_train_sampler", "class_presence", "collate", "dataset_palette", "load_data_config",
+           "build_train_sampler", "class_presence", "collate", "load_data_config",
            "to_sample"]

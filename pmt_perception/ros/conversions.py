@@ -1,120 +1,38 @@
-"""sensor_msgs / stereo_msgs <-> numpy without cv_bridge or sensor_msgs_py (not installable here).
+"""numpy -> sensor_msgs / stereo_msgs without cv_bridge or sensor_msgs_py (not installable here).
 
-Readers duck-type on the message fields, so they also accept rosbags' message classes.
-Builders fill ``data`` with ``ndarray.tobytes()`` (DESIGN §5: assigning an ndarray is ~100x
-slower) and never loop over pixels in Python.
+This is the encoding half, which needs the message classes: Image, DisparityImage,
+PointCloud2 and CameraInfo builders. Builders fill ``data`` with ``ndarray.tobytes()``
+(DESIGN §5: assigning an ndarray is ~100x slower) and never loop over pixels in Python.
+Decoding (Image pixels, CameraInfo -> StereoCamera) needs no ROS and lives in
+pmt_perception/data/ros_messages.py, so bags are read without rclpy; it is re-exported here
+for the node's modules.
 """
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
+from pmt_perception.data.ros_messages import (HOST_IS_BIGENDIAN, SUPPORTED_ENCODINGS, byte_view,
+                                              camera_from_infos, encoding_layout, image_to_numpy,
+                                              to_rgb8, with_byte_order)
 from pmt_perception.geometry import StereoCamera
 
 __all__ = [
-    "SUPPORTED_ENCODINGS", "image_to_numpy", "to_rgb8", "numpy_to_image",
+    "SUPPORTED_ENCODINGS", "encoding_layout", "image_to_numpy", "to_rgb8", "numpy_to_image",
     "make_disparity_image", "DEFAULT_DELTA_D",
     "pack_rgb", "unpack_rgb", "make_pointcloud2", "pointcloud2_to_array",
-    "camera_from_infos",
+    "camera_from_infos", "camera_infos",
 ]
-
-# encoding -> (element type, channels); names from sensor_msgs/image_encodings.hpp.
-_ENCODINGS: dict[str, tuple[type, int]] = {
-    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3),
-    "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
-    "mono8": (np.uint8, 1), "mono16": (np.uint16, 1),
-    "8UC1": (np.uint8, 1), "8UC3": (np.uint8, 3), "8UC4": (np.uint8, 4),
-    "16UC1": (np.uint16, 1), "16SC1": (np.int16, 1),
-    "32SC1": (np.int32, 1), "32FC1": (np.float32, 1), "64FC1": (np.float64, 1),
-}
-SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
-_HOST_IS_BIGENDIAN = sys.byteorder == "big"
-
-
-def _encoding_layout(encoding: str) -> tuple[np.dtype, int]:
-    if encoding not in _ENCODINGS:
-        raise ValueError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
-    element, channels = _ENCODINGS[encoding]
-    return np.dtype(element), channels
-
-
-# Public for inputs.py, which checks an image's layout without converting it.
-encoding_layout = _encoding_layout
-
-
-def _byte_view(data) -> np.ndarray:
-    """msg.data as a flat uint8 array, sharing memory with bytes / array.array / ndarray."""
-    try:
-        return np.frombuffer(data, dtype=np.uint8)
-    except (TypeError, ValueError):  # a plain list (or a non-contiguous array): copy once
-        return np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
-
-
-def _with_byte_order(dtype: np.dtype, *, big_endian: bool) -> np.dtype:
-    return dtype.newbyteorder(">" if big_endian else "<")
 
 
 # --- Image -----------------------------------------------------------------------------------
-def image_to_numpy(msg) -> np.ndarray:
-    """An Image's pixels as H x W (one channel) or H x W x C, in native byte order.
-
-    A view onto ``msg.data`` (no copy) unless the data's byte order differs from the host's;
-    row padding (``step`` > width * bytes per pixel) is skipped through the row stride.
-    """
-    element, channels = _encoding_layout(msg.encoding)
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    pixel_bytes = element.itemsize * channels
-    if step < width * pixel_bytes:
-        raise ValueError(
-            f"step {step} is smaller than width {width} x {pixel_bytes} bytes per pixel "
-            f"({msg.encoding})")
-    raw = _byte_view(msg.data)
-    if raw.size != step * height:
-        raise ValueError(
-            f"data has {raw.size} bytes, expected step x height = {step} x {height} = "
-            f"{step * height}")
-    dtype = _with_byte_order(element, big_endian=bool(msg.is_bigendian))
-    shape = (height, width, channels) if channels > 1 else (height, width)
-    strides = (step, pixel_bytes, element.itemsize)[:len(shape)]
-    if raw.size == 0:
-        return np.zeros(shape, dtype=element)
-    pixels = np.ndarray(shape=shape, dtype=dtype, buffer=raw, strides=strides)
-    if not dtype.isnative:
-        pixels = pixels.astype(element)  # byte-swapping copy; torch and OpenCV want native
-    return pixels
-
-
-def to_rgb8(msg) -> np.ndarray:
-    """H x W x 3 uint8 RGB (contiguous) from rgb8, bgr8, rgba8, bgra8, mono8 or mono16.
-
-    mono16 (and 16UC1 / 8UC1, which mono cameras also use) keeps its high byte (value >> 8): a fixed scale, so brightness does not change from
-    frame to frame as it would with per-frame min/max normalization. Generic types (8UC3, 32FC1,
-    ...) raise ValueError: they carry no channel order or colour meaning.
-    """
-    encoding = msg.encoding
-    if encoding not in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "8UC1", "16UC1"):
-        raise ValueError(f"encoding {encoding!r} has no colour meaning; cannot convert to rgb8")
-    pixels = image_to_numpy(msg)
-    if encoding == "rgb8":
-        return np.ascontiguousarray(pixels)
-    if encoding == "rgba8":
-        return np.ascontiguousarray(pixels[..., :3])
-    if encoding in ("bgr8", "bgra8"):
-        return np.ascontiguousarray(pixels[..., 2::-1])
-    if encoding in ("mono16", "16UC1"):
-        pixels = (pixels >> 8).astype(np.uint8)
-    return np.repeat(pixels[..., None], 3, axis=2)
-
-
 def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:
     """An Image holding ``array`` (H x W or H x W x C, dtype matching ``encoding``), unpadded."""
-    element, channels = _encoding_layout(encoding)
+    element, channels = encoding_layout(encoding)
     array = np.asarray(array)
     expected_ndim = 2 if channels == 1 else 3
     if array.ndim == 3 and channels == 1 and array.shape[2] == 1:
@@ -128,7 +46,7 @@ def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = Non
     msg.header = header if header is not None else Header()
     msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
     msg.encoding = encoding
-    msg.is_bigendian = _HOST_IS_BIGENDIAN
+    msg.is_bigendian = HOST_IS_BIGENDIAN
     msg.step = msg.width * element.itemsize * channels
     # astype to the native element type fixes a foreign byte order (no copy otherwise);
     # tobytes writes C order even from a strided view, so this is one copy.
@@ -293,7 +211,7 @@ def pointcloud2_to_array(msg) -> np.ndarray:
         if field.datatype not in _FIELD_TYPES:
             raise ValueError(f"field {field.name!r} has unknown datatype {field.datatype}")
         count = max(int(field.count), 1)
-        base = _with_byte_order(np.dtype(_FIELD_TYPES[field.datatype]),
+        base = with_byte_order(np.dtype(_FIELD_TYPES[field.datatype]),
                                 big_endian=bool(msg.is_bigendian))
         formats.append(base if count == 1 else (base, (count,)))
         names.append(field.name)
@@ -302,47 +220,36 @@ def pointcloud2_to_array(msg) -> np.ndarray:
                       "itemsize": point_step})  # numpy rejects fields past point_step
     if row_step < width * point_step:
         raise ValueError(f"row_step {row_step} < width {width} x point_step {point_step}")
-    raw = _byte_view(msg.data)
+    raw = byte_view(msg.data)
     if raw.size != row_step * height:
         raise ValueError(
             f"data has {raw.size} bytes, expected row_step x height = {row_step * height}")
     if raw.size == 0:
         return np.zeros((height, width), dtype=dtype)
     cloud = np.ndarray((height, width), dtype=dtype, buffer=raw, strides=(row_step, point_step))
-    if msg.is_bigendian != _HOST_IS_BIGENDIAN:
+    if msg.is_bigendian != HOST_IS_BIGENDIAN:
         cloud = cloud.astype(dtype.newbyteorder("="))
     return cloud
 
 
 # --- CameraInfo ------------------------------------------------------------------------------
-def _same(a: float, b: float) -> bool:
-    # Rectification writes identical fx, fy, cy into both infos; allow float round-off only.
-    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+def camera_infos(camera: StereoCamera, *, left_frame_id: str,
+                 right_frame_id: str) -> tuple[CameraInfo, CameraInfo]:
+    """(left, right) CameraInfo of a rectified pair, as a stereo calibration writes them.
 
-
-def camera_from_infos(left: CameraInfo, right: CameraInfo) -> StereoCamera:
-    """The StereoCamera of a rectified pair's CameraInfos (their P matrices), validated."""
-    for side, info in (("left", left), ("right", right)):
-        if int(info.width) == 0 or int(info.height) == 0:
-            raise ValueError(f"{side} CameraInfo has no image size ({info.width}x{info.height})")
-        p = np.asarray(info.p, dtype=np.float64).reshape(-1)
-        if p.size != 12:
-            raise ValueError(f"{side} CameraInfo.p must have 12 elements, got {p.size}")
-        if not p.any():
-            raise ValueError(f"{side} CameraInfo.p is all zeros: the camera is not rectified")
-        if p[0] == 0 or p[5] == 0:
-            raise ValueError(f"{side} CameraInfo.p has a zero focal length (fx={p[0]}, fy={p[5]})")
-    if (left.width, left.height) != (right.width, right.height):
-        raise ValueError(
-            f"left and right image sizes differ: {left.width}x{left.height} vs "
-            f"{right.width}x{right.height}")
-    p_left = np.asarray(left.p, dtype=np.float64).reshape(3, 4)
-    p_right = np.asarray(right.p, dtype=np.float64).reshape(3, 4)
-    if p_right[0, 3] == 0:
-        raise ValueError("right CameraInfo.p[3] (Tx = -fx * baseline) is 0: no stereo baseline")
-    for name, (row, col) in (("fx", (0, 0)), ("fy", (1, 1)), ("cy", (1, 2))):
-        if not _same(p_left[row, col], p_right[row, col]):
-            raise ValueError(
-                f"left and right {name} differ ({p_left[row, col]} vs {p_right[row, col]}): "
-                "not a rectified stereo pair")
-    return StereoCamera.from_projection_matrices(p_left=p_left, p_right=p_right)
+    The inverse of :func:`camera_from_infos`; ``camera`` must know its image size.
+    """
+    if camera.width is None:
+        raise ValueError("the camera has no image size (width, height): CameraInfo needs it")
+    infos = []
+    for frame_id, p in zip((left_frame_id, right_frame_id), camera.projection_matrices):
+        info = CameraInfo()
+        info.header.frame_id = frame_id
+        info.width, info.height = camera.width, camera.height
+        info.distortion_model = "plumb_bob"
+        info.d = [0.0] * 5
+        info.k = [camera.fx, 0.0, float(p[0, 2]), 0.0, camera.fy, camera.cy, 0.0, 0.0, 1.0]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.p = [float(v) for v in p.reshape(-1)]
+        infos.append(info)
+    return tuple(infos)

@@ -23,8 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from pmt_perception.ros.bags.io import BagError, read_messages, typestore
-from pmt_perception.ros.bags.layout import StereoTopics
+from pmt_perception.data.bag import ReadStatistics, read_stereo_frames
+from pmt_perception.data.bag_io import BagError, read_messages, typestore
+from pmt_perception.data.ros_messages import (image_to_numpy, raw_disparity_from_disparity_image,
+                                              stamp_nanoseconds)
+from pmt_perception.evaluate import build_method, prediction_pairs
+from pmt_perception.evaluation.figures import write_all_figures
+from pmt_perception.evaluation.frame_statistics import score_pairs
+from pmt_perception.evaluation.report import write_json_atomic
+from pmt_perception.ros.env import dds_environment
+from pmt_perception.ros.processes import read_log, start_module, stop_process
+from pmt_perception.ros.shutdown import StopRequest, interrupt_on_stop_signals
+from pmt_perception.topics import DISPARITY, SEG, StereoTopics
 
 __all__ = ["build_parser", "main", "recorded_predictions", "score_recording", "compare_reports",
            "run_live"]
@@ -57,10 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def recorded_predictions(recorded: Path) -> dict[int, dict[str, Any]]:
     """{stamp: {"labels": msg, "disparity": msg}} of a recording of the node's outputs."""
-    from pmt_perception.ros.sync import stamp_nanoseconds
-
     store, found = typestore(), {}
-    for topic, msgtype, _, data in read_messages(recorded, ["seg", "disparity"]):
+    for topic, msgtype, _, data in read_messages(recorded, [SEG, DISPARITY]):
         msg = store.deserialize_cdr(data, msgtype)
         found.setdefault(stamp_nanoseconds(msg), {})[topic] = msg
     return found
@@ -69,23 +77,18 @@ def recorded_predictions(recorded: Path) -> dict[int, dict[str, Any]]:
 def score_recording(bag: Path, recorded: Path, *, class_names, topics=StereoTopics()):
     """(accumulator, report, scored stamps) of the recorded outputs against the bag's ground
     truth; frames of the bag without recorded outputs are listed in report["dropped_stamps"]."""
-    from pmt_perception.ros.bags.evaluation import score_pairs
-    from pmt_perception.ros.bags.reader import (ReadStatistics, raw_disparity_from_disparity_image,
-                                                read_stereo_frames)
-    from pmt_perception.ros.conversions import image_to_numpy
-
     outputs = recorded_predictions(recorded)
     read, bag_stamps, pairs = ReadStatistics(), [], []
     for index, frame in enumerate(read_stereo_frames(bag, topics=topics, statistics=read)):
         bag_stamps.append(frame.stamp_ns)
         published = outputs.get(frame.stamp_ns, {})
-        if "seg" not in published or "disparity" not in published:
+        if SEG not in published or DISPARITY not in published:
             continue
         # The node publishes disparity adjusted for cx_l - cx_r (stereo_image_proc's
         # convention); the raw value is what the network predicted and what offline scores.
         prediction = SimpleNamespace(
-            labels=np.array(image_to_numpy(published["seg"])),
-            disparity=raw_disparity_from_disparity_image(published["disparity"],
+            labels=np.array(image_to_numpy(published[SEG])),
+            disparity=raw_disparity_from_disparity_image(published[DISPARITY],
                                                          frame.camera.principal_point_offset,
                                                          mask_invalid=False),
             timings={})
@@ -131,10 +134,6 @@ def run_live(args: argparse.Namespace, recorded: Path, stop=None) -> dict[str, A
     player fails, including a recorder that did not close its bag cleanly; Stopped on a stop
     request (``stop``, a shutdown.StopRequest).
     """
-    from pmt_perception.ros.env import dds_environment
-    from pmt_perception.ros.processes import read_log, start_module, stop_process
-    from pmt_perception.ros.shutdown import StopRequest
-
     stop = stop if stop is not None else StopRequest()
     logs = args.out / "logs"
     env = dds_environment(domain_id=args.domain_id, log_dir=logs / "ros")
@@ -196,8 +195,6 @@ def run_live(args: argparse.Namespace, recorded: Path, stop=None) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pmt_perception.ros.shutdown import StopRequest, interrupt_on_stop_signals
-
     args = build_parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     recorded, played = args.recorded, None
@@ -223,12 +220,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _score(args, recorded: Path, played) -> int:
     """Live (the recording) and offline scores of the same frames, compared."""
-    from pmt_perception.evaluate import build_method, prediction_pairs
-    from pmt_perception.evaluation.figures import write_all_figures
-    from pmt_perception.evaluation.report import write_json_atomic
-    from pmt_perception.ros.bags.evaluation import score_pairs
-    from pmt_perception.ros.bags.reader import read_stereo_frames
-
     method, description, class_names, palette = build_method(SimpleNamespace(
         sgbm=None, checkpoint=args.checkpoint, device=args.device, precision="fp32"))
     palette = np.asarray(palette, np.uint8)

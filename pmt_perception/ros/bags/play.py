@@ -19,7 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from pmt_perception.ros.bags.io import BagError, bag_topics, read_messages
+from pmt_perception.data.bag_io import BagError, bag_topics, read_messages
+from pmt_perception.ros.bags.layout import message_class
+from pmt_perception.ros.shutdown import StopRequest, finish, init_rclpy
 
 __all__ = ["build_parser", "main", "BagPlayer"]
 
@@ -52,10 +54,6 @@ class BagPlayer:
     def __init__(self, node, types: dict[str, str], *, reliability: str, depth: int,
                  clock_hz: float, stop=None):
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-        from pmt_perception.ros.bags.layout import message_class
-
-        from pmt_perception.ros.shutdown import StopRequest
 
         self.node = node
         self.stop = stop if stop is not None else StopRequest()  # ends waits and passes early
@@ -147,16 +145,12 @@ def _bag_start(bag: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pmt_perception.ros.shutdown import finish
-
     return finish(_run(argv), as_command=argv is None)
 
 
 def _run(argv) -> int:
     import rclpy
     from rclpy.utilities import remove_ros_args
-
-    from pmt_perception.ros.shutdown import StopRequest, init_rclpy
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(remove_ros_args(["pmt-bag-play", *argv])[1:])

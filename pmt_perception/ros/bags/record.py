@@ -20,17 +20,20 @@ import sys
 import time
 from pathlib import Path
 
-from pmt_perception.ros.bags.io import (STORAGES, BagError, DurableSqliteBag, typestore,
-                                       writing_bag)
+from pmt_perception import topics as names
+from pmt_perception.data.bag_io import (STORAGES, BagError, DurableSqliteBag, typestore,
+                                        writing_bag)
+from pmt_perception.data.ros_messages import DISPARITY_IMAGE, IMAGE
+from pmt_perception.ros.bags.layout import message_class
+from pmt_perception.ros.shutdown import StopRequest, finish, init_rclpy
 
 __all__ = ["build_parser", "main", "NODE_OUTPUT_TYPES"]
 
 # The node's outputs (docs/node.md): their types are known without asking the graph.
 NODE_OUTPUT_TYPES = {
-    "seg": "sensor_msgs/msg/Image", "seg_color": "sensor_msgs/msg/Image",
-    "disparity": "stereo_msgs/msg/DisparityImage", "points2": "sensor_msgs/msg/PointCloud2",
-    "seg_confidence": "sensor_msgs/msg/Image", "disparity_confidence": "sensor_msgs/msg/Image",
-    "seg_classes": "std_msgs/msg/String",
+    names.SEG: IMAGE, names.SEG_COLOR: IMAGE, names.DISPARITY: DISPARITY_IMAGE,
+    names.POINTS: "sensor_msgs/msg/PointCloud2", names.SEG_CONFIDENCE: IMAGE,
+    names.DISPARITY_CONFIDENCE: IMAGE, names.SEG_CLASSES: "std_msgs/msg/String",
 }
 
 
@@ -38,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pmt-bag-record", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="bag folder to create")
-    parser.add_argument("--topics", nargs="+", default=["seg", "disparity"],
+    parser.add_argument("--topics", nargs="+", default=[names.SEG, names.DISPARITY],
                         help="topics to record (relative names follow the namespace)")
     parser.add_argument("--storage", choices=STORAGES, default="sqlite3")
     parser.add_argument("--compression", choices=("none", "file", "message"), default="none")
@@ -85,8 +88,6 @@ def _record(node, writer, types: dict[str, str], counts: dict[str, int], qos, ar
     ``flush()`` (when given) every --flush-interval seconds."""
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    from pmt_perception.ros.bags.layout import message_class
-
     store = typestore()
     connections = {t: writer.add_connection(t, types[t], typestore=store) for t in args.topics}
 
@@ -122,8 +123,6 @@ def _record(node, writer, types: dict[str, str], counts: dict[str, int], qos, ar
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pmt_perception.ros.shutdown import finish
-
     return finish(_run(argv), as_command=argv is None)
 
 
@@ -131,8 +130,6 @@ def _run(argv) -> int:
     import rclpy
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.utilities import remove_ros_args
-
-    from pmt_perception.ros.shutdown import StopRequest, init_rclpy
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(remove_ros_args(["pmt-bag-record", *argv])[1:])

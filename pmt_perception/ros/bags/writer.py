@@ -1,6 +1,6 @@
 """`pmt-bag-write`: a dataset (synthetic scenes by default) -> a ROS 2 bag of stereo frames.
 
-    pmt-bag-write --out runs/bags/synth20 --num 20                    # sqlite3, 10 Hz
+    pmt-bag-write --out runs/bags/synth20 --num 20 --size 240x320     # sqlite3, 10 Hz
     pmt-bag-write --out runs/bags/synth20.mcap --num 20 --storage mcap --compression message
     pmt-bag-write --out runs/bags/kitti --data kitti2015 --data-root /data/kitti --num 50
 
@@ -19,11 +19,37 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from rclpy.serialization import serialize_message
+from std_msgs.msg import Header
 
-from pmt_perception.ros.bags.io import STORAGES, BagError, typestore, writing_bag
-from pmt_perception.ros.bags.layout import CAMERA_INFO, DISPARITY_IMAGE, IMAGE, StereoTopics
+from pmt_perception.cli import parse_size
+from pmt_perception.config import from_dict
+from pmt_perception.data import SyntheticStereo, build_dataset, load_data_config
+from pmt_perception.data.bag_io import STORAGES, BagError, typestore, writing_bag
+from pmt_perception.data.base import IGNORE_LABEL
+from pmt_perception.data.ros_messages import CAMERA_INFO, DISPARITY_IMAGE, IMAGE
+from pmt_perception.data.synthetic.settings import GeneratorSettings
+from pmt_perception.geometry import StereoCamera
+from pmt_perception.ros.conversions import (camera_from_infos, camera_infos,
+                                            make_disparity_image, numpy_to_image)
+from pmt_perception.topics import StereoTopics
 
 __all__ = ["build_parser", "main", "write_bag", "frame_stamps", "dataset_frames"]
+
+
+class _SizeAction(argparse.Action):
+    """--size HxW (as every command); the former --size H W still works, with a warning."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) == 1:
+            size = parse_size(values[0])
+        elif len(values) == 2 and all(v.isdigit() for v in values):
+            print(f"pmt-bag-write: --size H W is deprecated; use --size {values[0]}x{values[1]}",
+                  file=sys.stderr)
+            size = parse_size("x".join(values))
+        else:
+            parser.error(f"--size takes HxW (e.g. 240x320), got {' '.join(values)!r}")
+        setattr(namespace, self.dest, size)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", default=None, help="dataset folder (overrides the config's)")
     parser.add_argument("--split", default=None, help="split (default: the config's val_split)")
     parser.add_argument("--first", type=int, default=0, help="index of the first sample")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+    parser.add_argument("--size", nargs="+", action=_SizeAction, metavar="HxW", default=None,
                         help="image size of generated synthetic frames (default: the config's)")
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second")
     parser.add_argument("--start-time", type=float, default=1_700_000_000.0,
@@ -75,10 +101,6 @@ def _to_uint8_rgb(image: Any) -> np.ndarray:
 
 def dataset_frames(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     """Samples ``first .. first + num - 1`` of the chosen dataset, unaugmented."""
-    from pmt_perception.config import from_dict
-    from pmt_perception.data import SyntheticStereo, build_dataset, load_data_config
-    from pmt_perception.data.synthetic.settings import GeneratorSettings
-
     config = load_data_config(args.data)
     split = args.split or config.val_split
     root = args.data_root if args.data_root is not None else config.root
@@ -97,14 +119,12 @@ def dataset_frames(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         yield dataset[index]
 
 
-def _camera(sample: dict[str, Any], height: int, width: int):
-    from pmt_perception.ros.stereo_source import CameraModel
-
+def _camera(sample: dict[str, Any], height: int, width: int) -> StereoCamera:
     meta = sample.get("meta") or {}
     if "fx" not in meta or "baseline" not in meta:
         raise SystemExit("pmt-bag-write: samples need meta fx and baseline for camera_info")
     fx = float(meta["fx"])
-    return CameraModel(width=width, height=height, fx=fx, fy=float(meta.get("fy", fx)),
+    return StereoCamera.rectified(width=width, height=height, fx=fx, fy=float(meta.get("fy", fx)),
                        cx=float(meta.get("cx", (width - 1) / 2)),
                        cy=float(meta.get("cy", (height - 1) / 2)),
                        baseline=float(meta["baseline"]))
@@ -118,12 +138,6 @@ def _stamped(msg, stamp_ns: int):
 def frame_messages(sample: dict[str, Any], *, stamp_ns: int, right_offset_ns: int,
                    topics: StereoTopics, args: argparse.Namespace) -> list[tuple[str, int, Any]]:
     """(topic, stamp, rclpy message) of one frame: infos first, as cameras publish them."""
-    from std_msgs.msg import Header
-
-    from pmt_perception.ros.conversions import (camera_from_infos, make_disparity_image,
-                                                numpy_to_image)
-    from pmt_perception.ros.stereo_source import camera_infos
-
     left, right = _to_uint8_rgb(sample["left"]), _to_uint8_rgb(sample["right"])
     camera = _camera(sample, *left.shape[:2])
     left_info, right_info = camera_infos(camera, left_frame_id=args.left_frame_id,
@@ -138,7 +152,7 @@ def frame_messages(sample: dict[str, Any], *, stamp_ns: int, right_offset_ns: in
     if not args.no_ground_truth:
         header = Header(frame_id=args.left_frame_id)
         seg = np.asarray(sample["seg"])
-        seg = np.where((seg >= 0) & (seg < 255), seg, 255).astype(np.uint8)
+        seg = np.where((seg >= 0) & (seg < IGNORE_LABEL), seg, IGNORE_LABEL).astype(np.uint8)
         messages.append((topics.gt_seg, stamp_ns, numpy_to_image(seg, "mono8", header)))
         disparity = np.asarray(sample["disparity"], dtype=np.float32)
         valid = np.isfinite(disparity) & (disparity > 0)
@@ -160,8 +174,6 @@ def frame_messages(sample: dict[str, Any], *, stamp_ns: int, right_offset_ns: in
 def write_bag(frames, out: Path, args: argparse.Namespace,
               topics: StereoTopics = StereoTopics()) -> dict[str, Any]:
     """Write ``frames`` (dataset samples) to the bag ``out``; returns a summary."""
-    from rclpy.serialization import serialize_message
-
     store = typestore()
     types = {topics.left_image: IMAGE, topics.right_image: IMAGE, topics.left_info: CAMERA_INFO,
              topics.right_info: CAMERA_INFO, topics.gt_seg: IMAGE,

@@ -1,4 +1,4 @@
-"""Open and create bags with errors that name the bag.
+"""Open and create ROS 2 bags (rosbags only, no rclpy) with errors that name the bag.
 
 rosbags raises a mix of its own errors, sqlite3 errors, struct / zstd errors and KeyErrors when
 a bag is truncated or corrupt, often without the bag's path. Everything that reads a bag goes
@@ -14,6 +14,7 @@ import tempfile
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
+from io import StringIO
 from typing import Iterable, Iterator
 
 __all__ = ["BagError", "STORAGES", "read_messages", "bag_topics", "create_writer", "writing_bag",
@@ -26,6 +27,7 @@ class BagError(RuntimeError):
     """A bag that cannot be read or written; the message names the bag."""
 
 
+# rosbags is imported where it is used: the package works (training, datasets) without it.
 def typestore():
     """rosbags' message definitions of the ROS distribution the wheels come from."""
     from rosbags.typesys import Stores, get_typestore
@@ -221,8 +223,6 @@ class DurableSqliteBag:
 def _metadata_text(writer) -> str:
     """metadata.yaml of what ``writer`` (a rosbags sqlite3 Writer) has written so far, as its
     close() would write it (rosbag2 format version 9)."""
-    from io import StringIO
-
     from rosbags.rosbag2.metadata import dump_qos_v9
     from ruamel.yaml import YAML
 
