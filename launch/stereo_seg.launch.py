@@ -14,6 +14,9 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from pmt_perception import topics
+from pmt_perception.config import config_dir  # the installed share dir (or source tree)
+
 PACKAGE = "pmt_perception"
 # launch argument -> node parameter it overrides when not empty
 NODE_PARAMETER_ARGUMENTS = {
@@ -23,16 +26,16 @@ NODE_PARAMETER_ARGUMENTS = {
 }
 # launch argument -> the node's input / output topic it remaps when not empty
 REMAP_ARGUMENTS = {
-    "left_image": "left/image_rect",
-    "right_image": "right/image_rect",
-    "left_info": "left/camera_info",
-    "right_info": "right/camera_info",
-    "seg_topic": "seg",
-    "seg_color_topic": "seg_color",
-    "disparity_topic": "disparity",
-    "points_topic": "points2",
+    "left_image": topics.LEFT_IMAGE,
+    "right_image": topics.RIGHT_IMAGE,
+    "left_info": topics.LEFT_INFO,
+    "right_info": topics.RIGHT_INFO,
+    "seg_topic": topics.SEG,
+    "seg_color_topic": topics.SEG_COLOR,
+    "disparity_topic": topics.DISPARITY,
+    "points_topic": topics.POINTS,
 }
-INPUT_TOPICS = ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info")
+INPUT_TOPICS = topics.INPUT_TOPICS
 ARGUMENTS = {
     "config": "Node parameter file (empty: the package's config/stereo_seg.yaml)",
     "source_config": "stereo_source parameter file (empty: config/stereo_source.yaml)",
@@ -54,8 +57,6 @@ def _is_true(text: str) -> bool:
 def _config_file(given: str, name: str) -> str:
     if given:
         return given
-    from pmt_perception.config import config_dir  # the installed share dir (or source tree)
-
     return str(config_dir() / name)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path
-from .config import ModelConfig, from_dict, to_plain
+from .config import ModelConfig, from_dict, load_model_config, share_dir, to_plain
+from .network import PMTNet, build_model
 
 FORMAT = "pmt_perception/1"
 
@@ -135,8 +137,6 @@ def model_config_of(payload: dict, *, source: str = "checkpoint") -> ModelConfig
 
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu"):
     """(model in eval mode with the checkpoint's weights, payload)."""
-    from .network import build_model
-
     payload = load_checkpoint(path, map_location=map_location)
     model = build_model(model_config_of(payload, source=str(path)))
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model_state"].items()}
@@ -145,3 +145,38 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not fit its model config ({error})") from error
     return model.eval(), payload
+
+
+# --- which network to run: a checkpoint, the shipped model, or untrained -------------------
+# The node, the demo and pmt-evaluate on a bag choose the same way.
+@dataclass
+class LoadedModel:
+    model: PMTNet            # on the CPU, eval mode
+    class_names: list[str] | None
+    palette: object | None
+    description: str         # for logs: where the weights came from
+    trained: bool
+
+
+def shipped_checkpoint() -> Path | None:
+    """The first models/*.pt of the installation (sorted by name), or None."""
+    models = share_dir() / "models"
+    found = sorted(models.glob("*.pt")) if models.is_dir() else []
+    return found[0] if found else None
+
+
+def load_network(checkpoint: str, *, untrained_variant: str, untrained_seed: int) -> LoadedModel:
+    """``checkpoint`` if given (errors propagate: an explicit path must exist), else the shipped
+    model, else a freshly built ``untrained_variant`` with random weights from the seed."""
+    path = Path(checkpoint) if checkpoint else shipped_checkpoint()
+    if path is not None:
+        model, payload = load_model(path)
+        return LoadedModel(model=model, class_names=payload.get("class_names"),
+                           palette=payload.get("palette"), description=f"checkpoint {path}",
+                           trained=True)
+    torch.manual_seed(int(untrained_seed))
+    model = build_model(load_model_config(untrained_variant)).eval()
+    return LoadedModel(
+        model=model, class_names=None, palette=None, trained=False,
+        description=(f"UNTRAINED '{untrained_variant}' network (random weights, seed "
+                     f"{untrained_seed}): no checkpoint given and none in {share_dir() / 'models'}"))

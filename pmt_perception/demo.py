@@ -19,7 +19,17 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
+from pmt_perception.checkpoint import load_network, shipped_checkpoint
 from pmt_perception.cli import parse_size
+from pmt_perception.data.synthetic import generate_pair, load_generator_settings
+from pmt_perception.geometry import write_ply
+from pmt_perception.inference import Predictor
+from pmt_perception.visualize import colorize_disparity, overlay, write_png_rgb
+
+# The ROS graph's modules (pmt_perception.ros) are imported in run_graph / report only, so
+# --offline runs where rclpy is not installed: the one seam for ROS outside pmt_perception/ros.
 
 __all__ = ["main"]
 
@@ -51,8 +61,6 @@ def parse_args(argv):
 
 
 def describe_model(checkpoint: str) -> str:
-    from pmt_perception.ros.model_source import shipped_checkpoint
-
     if checkpoint:
         return f"checkpoint {checkpoint}"
     shipped = shipped_checkpoint()
@@ -64,15 +72,6 @@ def describe_model(checkpoint: str) -> str:
 
 # ----------------------------------------------------------------------------- offline
 def run_offline(options) -> int:
-    import numpy as np
-
-    from pmt_perception.data.synthetic import generate_pair, load_generator_settings
-    from pmt_perception.geometry import StereoCamera
-    from pmt_perception.inference import Predictor
-    from pmt_perception.ros.model_source import load_network
-    from pmt_perception.ros.monitor import write_ply
-    from pmt_perception.visualize import colorize_disparity, overlay, write_png_rgb
-
     print(f"offline demo: {options.size[0]}x{options.size[1]}, model: "
           f"{describe_model(options.checkpoint)}", flush=True)
     pair = generate_pair(load_generator_settings("synthetic"), seed=0, size=options.size)
@@ -81,10 +80,7 @@ def run_offline(options) -> int:
                           class_names=loaded.class_names, palette=loaded.palette)
     predictor.warmup(options.size, iterations=1)
     prediction = predictor.predict(pair.left, pair.right)
-    info = pair.camera_info()
-    camera = StereoCamera(fx=info["fx"], fy=info["fy"], cx_left=info["cx"], cx_right=info["cx"],
-                          cy=info["cy"], baseline=info["baseline"])
-    points = camera.points_from_disparity(prediction.disparity, max_depth=100.0)
+    points = pair.rig.stereo_camera().points_from_disparity(prediction.disparity, max_depth=100.0)
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     write_png_rgb(out / "offline_left.png", pair.left)

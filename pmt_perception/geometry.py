@@ -13,16 +13,19 @@ For verged/offset rectifications ``cx_l != cx_r`` and the depth is
     Z = fx * B / (d - (cx_l - cx_r))
 
 Points are in the left camera's optical frame (REP-103: x right, y down, z forward), metres
-when B is in metres. Pure numpy, no ROS: the node, the evaluator and the tests share it.
+when B is in metres. Pure numpy, no ROS: the node, the stereo source, the bag writer and reader,
+the synthetic rig, the evaluator and the tests share this one camera model (CameraInfo
+messages are built from it in ros/conversions.py, read into it in data/ros_messages.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 import math
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StereoCamera", "subsample"]
+__all__ = ["StereoCamera", "subsample", "write_ply"]
 
 
 def _as_projection(matrix, *, name: str) -> np.ndarray:
@@ -57,7 +60,8 @@ class StereoCamera:
     """Rectified stereo geometry: left intrinsics, right principal point and the baseline.
 
     ``baseline`` is positive (the right camera sits at +x of the left one), in the units of
-    the calibration's translation (metres for ROS calibrations).
+    the calibration's translation (metres for ROS calibrations). ``width`` / ``height``: the
+    image size the calibration is for, where known (CameraInfo needs it; the geometry does not).
     """
 
     fx: float
@@ -66,6 +70,8 @@ class StereoCamera:
     cx_right: float
     cy: float
     baseline: float
+    width: int | None = None
+    height: int | None = None
 
     def __post_init__(self):
         for field_name in ("fx", "fy", "cx_left", "cx_right", "cy", "baseline"):
@@ -77,9 +83,22 @@ class StereoCamera:
         if self.baseline <= 0:
             raise ValueError(
                 f"baseline must be positive (right camera at +x of the left), got {self.baseline}")
+        if (self.width is None) != (self.height is None):
+            raise ValueError(f"give both width and height or neither, got {self.width}x{self.height}")
+        if self.width is not None and (self.width < 1 or self.height < 1):
+            raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
 
     @classmethod
-    def from_projection_matrices(cls, *, p_left, p_right) -> "StereoCamera":
+    def rectified(cls, *, width: int, height: int, fx: float, fy: float, cx: float, cy: float,
+                  baseline: float) -> "StereoCamera":
+        """A pair rectified to one principal point (cx_left == cx_right), as a stereo
+        calibration of two identical cameras and the synthetic rig produce."""
+        return cls(fx=float(fx), fy=float(fy), cx_left=float(cx), cx_right=float(cx),
+                   cy=float(cy), baseline=float(baseline), width=int(width), height=int(height))
+
+    @classmethod
+    def from_projection_matrices(cls, *, p_left, p_right, width: int | None = None,
+                                 height: int | None = None) -> "StereoCamera":
         """Build from the left and right rectified projection matrices (CameraInfo.p).
 
         As image_geometry: fx, fy, cx_left, cy from the left P; cx_right from the right P;
@@ -97,9 +116,24 @@ class StereoCamera:
         return cls(
             fx=float(left[0, 0]), fy=float(left[1, 1]), cx_left=float(left[0, 2]),
             cx_right=float(right[0, 2]), cy=float(left[1, 2]),
-            baseline=float(-right[0, 3] / right[0, 0]))
+            baseline=float(-right[0, 3] / right[0, 0]), width=width, height=height)
 
     # --- derived quantities -------------------------------------------------------------
+    @property
+    def cx(self) -> float:
+        """The left principal point: the one of the image the outputs are registered to."""
+        return self.cx_left
+
+    @property
+    def projection_matrices(self) -> tuple[np.ndarray, np.ndarray]:
+        """(P_left, P_right), 3x4 float64, as CameraInfo.p holds them (Tx = -fx * baseline)."""
+        p_left = np.array([[self.fx, 0.0, self.cx_left, 0.0], [0.0, self.fy, self.cy, 0.0],
+                           [0.0, 0.0, 1.0, 0.0]])
+        p_right = p_left.copy()
+        p_right[0, 2] = self.cx_right
+        p_right[0, 3] = -self.fx * self.baseline
+        return p_left, p_right
+
     @property
     def principal_point_offset(self) -> float:
         """cx_left - cx_right: the disparity that corresponds to infinite depth."""
@@ -207,3 +241,32 @@ class StereoCamera:
             u = self.fx * x / in_front + self.cx_left
             v = self.fy * y / in_front + self.cy
         return u, v, self.disparity_from_depth(in_front)
+
+
+def write_ply(path: str | Path, points: np.ndarray, rgb: np.ndarray,
+              labels: np.ndarray | None = None) -> int:
+    """Binary little-endian PLY of the finite points (N x 3 float, N x 3 uint8 [, N labels]).
+
+    Returns the number of points written. MeshLab, CloudCompare and Open3D read it.
+    """
+    points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    rgb = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
+    keep = np.isfinite(points).all(axis=1)
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+              ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    if labels is not None:
+        fields.append(("label", "<u4"))
+    vertices = np.empty(int(keep.sum()), dtype=fields)
+    for axis, name in enumerate("xyz"):
+        vertices[name] = points[keep, axis]
+    for channel, name in enumerate(("red", "green", "blue")):
+        vertices[name] = rgb[keep, channel]
+    if labels is not None:
+        vertices["label"] = np.asarray(labels).reshape(-1)[keep]
+    kinds = {"<f4": "float", "u1": "uchar", "<u4": "uint"}
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(vertices)}"]
+    header += [f"property {kinds[kind]} {name}" for name, kind in fields] + ["end_header"]
+    with open(path, "wb") as handle:
+        handle.write(("\n".join(header) + "\n").encode("ascii"))
+        handle.write(vertices.tobytes())
+    return len(vertices)

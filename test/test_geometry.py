@@ -150,3 +150,43 @@ def test_bad_arguments_raise(camera, kwargs, message):
     disparity = kwargs.pop("disparity")
     with pytest.raises(ValueError, match=message):
         camera.points_from_disparity(disparity, **kwargs)
+
+
+# --- the one camera model: size, CameraInfo matrices, the synthetic rig, PLY ----------------
+def test_rectified_camera_carries_its_size_and_projection_matrices():
+    camera = StereoCamera.rectified(width=8, height=6, fx=10.0, fy=11.0, cx=3.5, cy=2.5,
+                                    baseline=0.1)
+    assert (camera.width, camera.height, camera.cx, camera.principal_point_offset) == (8, 6, 3.5, 0)
+    p_left, p_right = camera.projection_matrices
+    assert StereoCamera.from_projection_matrices(p_left=p_left, p_right=p_right, width=8,
+                                                 height=6) == camera
+    assert p_right[0, 3] == -10.0 * 0.1
+    with pytest.raises(ValueError, match="width and height"):
+        StereoCamera(fx=1.0, fy=1.0, cx_left=0.0, cx_right=0.0, cy=0.0, baseline=1.0, width=4)
+
+
+def test_synthetic_rig_builds_the_camera_model():
+    from pmt_perception.data.synthetic.camera import StereoRig
+
+    rig = StereoRig(height=96, width=128, fx=100.0, fy=100.0, cx=63.5, cy=47.5, baseline=0.3)
+    camera = rig.stereo_camera()
+    assert (camera.width, camera.height, camera.fx, camera.cx_left, camera.cx_right,
+            camera.baseline) == (128, 96, 100.0, 63.5, 63.5, 0.3)
+    depth = np.array([[2.0, 4.0]], np.float32)
+    np.testing.assert_allclose(camera.disparity_from_depth(depth), rig.disparity_from_depth(depth),
+                               rtol=1e-6)
+
+
+def test_write_ply_keeps_finite_points_with_colour_and_label(tmp_path):
+    from pmt_perception.geometry import write_ply
+
+    points = np.array([[0, 0, 1], [np.nan, 0, 1], [1, 2, 3]], np.float32)
+    rgb = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]], np.uint8)
+    path = tmp_path / "cloud.ply"
+    assert write_ply(path, points, rgb, np.array([5, 6, 7])) == 2
+    data = path.read_bytes()
+    header, body = data.split(b"end_header\n")
+    assert b"element vertex 2" in header and b"property uint label" in header
+    vertices = np.frombuffer(body, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"),
+                                          ("g", "u1"), ("b", "u1"), ("label", "<u4")])
+    assert vertices["label"].tolist() == [5, 7] and vertices["z"].tolist() == [1.0, 3.0]

@@ -6,13 +6,14 @@ it, is test_ros_launch.py; every process it starts stopping cleanly is test_shut
 import ast
 from pathlib import Path
 
+from pmt_perception import topics
 from pmt_perception.config import config_dir
+from pmt_perception.ros.node import INPUT_TOPICS
 from pmt_perception.ros.outputs import OUTPUT_TOPICS
 from pmt_perception.ros.params import PARAMETER_SPECS, load_defaults
 
 LAUNCH_FILE = Path(__file__).resolve().parent.parent / "launch" / "stereo_seg.launch.py"
-NODE_TOPICS = {"left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info",
-               *OUTPUT_TOPICS}
+NODE_TOPICS = {*(topic for topic, _type in INPUT_TOPICS), *OUTPUT_TOPICS}
 BUILTIN_PARAMETERS = {"use_sim_time"}   # declared by rclpy itself on every node
 REQUIRED_ARGUMENTS = {"config", "checkpoint", "device", "precision", "namespace", "use_sim_time",
                       "start_source", "left_image", "right_image", "left_info", "right_info"}
@@ -27,7 +28,11 @@ def module_constant(tree, name):
 
 
 def literal(tree, name):
-    return ast.literal_eval(module_constant(tree, name))
+    """A constant of the launch file: literals, and names taken from pmt_perception.topics
+    (where topic names are defined once)."""
+    expression = ast.Expression(module_constant(tree, name))
+    return eval(compile(expression, str(LAUNCH_FILE), "eval"),  # noqa: S307 - our own file
+                {"__builtins__": {}, "topics": topics})
 
 
 def test_launch_file_passes_only_declared_parameters_and_known_topics():

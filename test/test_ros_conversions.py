@@ -299,7 +299,7 @@ def camera_info(*, fx=500.0, fy=500.0, cx=320.0, cy=240.0, tx=0.0, width=640, he
 def test_camera_from_infos():
     camera = camera_from_infos(camera_info(), camera_info(cx=314.0, tx=-50.0))
     assert camera == StereoCamera(fx=500.0, fy=500.0, cx_left=320.0, cx_right=314.0, cy=240.0,
-                                  baseline=0.1)
+                                  baseline=0.1, width=640, height=480)
 
 
 @pytest.mark.parametrize("left, right, message", [
@@ -320,3 +320,24 @@ def test_to_rgb8_accepts_16uc1_as_grey():
     grey = np.array([[0, 256 * 7, 65535]], np.uint16)
     rgb = to_rgb8(numpy_to_image(grey, "16UC1"))
     assert rgb.shape == (1, 3, 3) and rgb[0, :, 0].tolist() == [0, 7, 255]
+
+
+def test_camera_infos_round_trip_through_the_camera_model():
+    from pmt_perception.ros.conversions import camera_infos
+
+    camera = StereoCamera(fx=500.0, fy=502.0, cx_left=320.0, cx_right=314.0, cy=240.0,
+                          baseline=0.12, width=640, height=480)
+    left, right = camera_infos(camera, left_frame_id="l", right_frame_id="r")
+    assert (left.header.frame_id, right.header.frame_id, left.width, left.height) == (
+        "l", "r", 640, 480)
+    assert right.p[3] == pytest.approx(-500.0 * 0.12)
+    assert camera_from_infos(left, right) == camera
+
+
+def test_decoding_needs_no_ros_and_reads_rosbags_messages():
+    # The decoding half lives outside ros/ (bags are read without rclpy); ros/ re-exports it.
+    from pmt_perception.data import ros_messages
+    from pmt_perception.ros import conversions
+
+    assert conversions.image_to_numpy is ros_messages.image_to_numpy
+    assert conversions.camera_from_infos is ros_messages.camera_from_infos

@@ -245,12 +245,12 @@ def test_input_synchronizer_uses_message_filters_when_it_imports(monkeypatch):
 def recorded_input(tmp_path, *, right_offset: float):
     """(index, msg) in log-time order from a bag pmt-bag-write made, messages as rosbags
     deserializes them; a few messages are left out, as DDS loss would."""
+    from pmt_perception.data.bag_io import read_messages, typestore
     from pmt_perception.ros.bags import writer
-    from pmt_perception.ros.bags.io import read_messages, typestore
-    from pmt_perception.ros.bags.layout import StereoTopics
+    from pmt_perception.topics import StereoTopics
 
     bag = tmp_path / "recorded"
-    assert writer.main(["--out", str(bag), "--num", "12", "--size", "64", "64", "--rate", "10",
+    assert writer.main(["--out", str(bag), "--num", "12", "--size", "64x64", "--rate", "10",
                         "--right-stamp-offset", str(right_offset), "--no-ground-truth"]) == 0
     index_of = {topic: i for i, topic in enumerate(StereoTopics().inputs())}
     store, stream = typestore(), []
@@ -289,17 +289,20 @@ def test_message_filters_pairs_the_same_sets_as_the_package_synchronizer(
     assert theirs[1] == ours[1]
 
 
-def test_bag_frames_read_with_message_filters(tmp_path):
+def test_bag_frames_pair_alike_with_message_filters_and_the_bag_reader(tmp_path):
     """rosbags' deserialized messages are not rclpy messages: the real message_filters must
-    still pair them (it used to raise 'Must pass a builtin_interfaces.msg.Time object')."""
+    still pair them (it used to raise 'Must pass a builtin_interfaces.msg.Time object'), and the
+    bag reader (data/bag.py, no ROS: the package's synchronizer) pairs the same sets."""
     pytest.importorskip("message_filters", reason="message_filters is not installed")
-    from pmt_perception.ros.bags import writer
-    from pmt_perception.ros.bags.reader import read_stereo_frames
+    from pmt_perception.data.bag import read_stereo_frames
 
-    bag = tmp_path / "bag"
-    assert writer.main(["--out", str(bag), "--num", "2", "--size", "64", "64"]) == 0
-    assert InputSynchronizer(input_count=4, queue_size=5, approximate=False).backend \
-        == "message_filters"
-    for approximate in (False, True):
-        frames = list(read_stereo_frames(bag, approximate=approximate))
-        assert len(frames) == 2 and frames[0].seg is not None
+    for approximate, offset in ((False, 0.0), (True, 0.004)):
+        stream = recorded_input(tmp_path / str(approximate), right_offset=offset)
+        backend, theirs = paired_stamps(stream, prefer_message_filters=True,
+                                        approximate=approximate)
+        assert backend == "message_filters" and len(theirs) == 10
+        frames = list(read_stereo_frames(tmp_path / str(approximate) / "recorded",
+                                         approximate=approximate, slop=0.01))
+        # The bag itself lost nothing: 12 frames, of which the stream above dropped 2.
+        assert len(frames) == 12
+        assert {f.stamp_ns for f in frames} >= {stamps[0] for stamps in theirs}

@@ -18,7 +18,14 @@ import time
 
 import numpy as np
 
-__all__ = ["TopicStatistics", "write_ply", "main"]
+from pmt_perception import topics
+from pmt_perception.geometry import write_ply
+from pmt_perception.ros.conversions import image_to_numpy, pointcloud2_to_array, unpack_rgb
+from pmt_perception.ros.qos import latched_qos
+from pmt_perception.ros.shutdown import StopRequest, finish, init_rclpy
+from pmt_perception.visualize import colorize_disparity, overlay, write_png_rgb
+
+__all__ = ["TopicStatistics", "main"]
 
 
 class TopicStatistics:
@@ -47,35 +54,6 @@ class TopicStatistics:
                 "latency_ms_max": float(values.max())}
 
 
-def write_ply(path: str | Path, points: np.ndarray, rgb: np.ndarray,
-              labels: np.ndarray | None = None) -> int:
-    """Binary little-endian PLY of the finite points (N x 3 float, N x 3 uint8 [, N labels]).
-
-    Returns the number of points written. MeshLab, CloudCompare and Open3D read it.
-    """
-    points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
-    rgb = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
-    keep = np.isfinite(points).all(axis=1)
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-              ("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    if labels is not None:
-        fields.append(("label", "<u4"))
-    vertices = np.empty(int(keep.sum()), dtype=fields)
-    for axis, name in enumerate("xyz"):
-        vertices[name] = points[keep, axis]
-    for channel, name in enumerate(("red", "green", "blue")):
-        vertices[name] = rgb[keep, channel]
-    if labels is not None:
-        vertices["label"] = np.asarray(labels).reshape(-1)[keep]
-    kinds = {"<f4": "float", "u1": "uchar", "<u4": "uint"}
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(vertices)}"]
-    header += [f"property {kinds[kind]} {name}" for name, kind in fields] + ["end_header"]
-    with open(path, "wb") as handle:
-        handle.write(("\n".join(header) + "\n").encode("ascii"))
-        handle.write(vertices.tobytes())
-    return len(vertices)
-
-
 class MonitorNode:
     """The rclpy part, built lazily so `--help` works without a DDS environment."""
 
@@ -85,18 +63,18 @@ class MonitorNode:
         from std_msgs.msg import String
         from stereo_msgs.msg import DisparityImage
 
-        from pmt_perception.ros.qos import latched_qos
 
         self.node, self.out, self.save_frames = node, out, save_frames
-        self.stats = {topic: TopicStatistics() for topic in ("seg", "disparity", "points2")}
+        outputs = (topics.SEG, topics.DISPARITY, topics.POINTS)
+        self.stats = {topic: TopicStatistics() for topic in outputs}
         self.classes: dict | None = None
         self.pending: dict[int, dict] = {}   # stamp -> {topic: msg}, for saving matched frames
         self.saved: list[str] = []
-        for topic, msg_type in (("seg", Image), ("disparity", DisparityImage),
-                                ("points2", PointCloud2)):
+        for topic, msg_type in ((topics.SEG, Image), (topics.DISPARITY, DisparityImage),
+                                (topics.POINTS, PointCloud2)):
             node.create_subscription(msg_type, topic, lambda m, t=topic: self._on_output(t, m),
                                      qos_profile_sensor_data)
-        node.create_subscription(String, "seg_classes", self._on_classes, latched_qos())
+        node.create_subscription(String, topics.SEG_CLASSES, self._on_classes, latched_qos())
         self.node_status: dict[str, str] = {}
         try:
             from diagnostic_msgs.msg import DiagnosticArray
@@ -127,24 +105,22 @@ class MonitorNode:
         if len(frame) == 3 and self.classes is not None:
             del self.pending[stamp_ns]
             # Skip the first frames: the model's first passes are its slowest (allocation).
-            if self.stats["seg"].latencies_ms and len(self.stats["seg"].latencies_ms) > 2:
+            seg_latencies = self.stats[topics.SEG].latencies_ms
+            if seg_latencies and len(seg_latencies) > 2:
                 self._save(stamp_ns, frame)
         for old in sorted(self.pending)[:-8]:  # bounded: outputs that never completed
             del self.pending[old]
 
     def _save(self, stamp_ns: int, frame: dict) -> None:
-        from pmt_perception.ros.conversions import (image_to_numpy, pointcloud2_to_array,
-                                                    unpack_rgb)
-        from pmt_perception.visualize import colorize_disparity, overlay, write_png_rgb
 
-        labels = image_to_numpy(frame["seg"])
-        cloud = pointcloud2_to_array(frame["points2"])
+        labels = image_to_numpy(frame[topics.SEG])
+        cloud = pointcloud2_to_array(frame[topics.POINTS])
         rgb = unpack_rgb(cloud["rgb"])
         stride = max(1, round(labels.shape[0] / cloud.shape[0]))
         palette = np.zeros((256, 3), np.uint8)
         palette[: len(self.classes["palette"])] = np.asarray(self.classes["palette"], np.uint8)
         colors = palette[labels[::stride, ::stride]][: rgb.shape[0], : rgb.shape[1]]
-        disparity_msg = frame["disparity"]
+        disparity_msg = frame[topics.DISPARITY]
         disparity = image_to_numpy(disparity_msg.image).copy()
         disparity[disparity < disparity_msg.min_disparity] = np.nan
         name = f"frame_{len(self.saved):02d}"
@@ -179,7 +155,6 @@ def parse_args(argv):
 
 
 def main(args=None) -> int:
-    from pmt_perception.ros.shutdown import finish
 
     return finish(_run(args), as_command=args is None)
 
@@ -188,7 +163,6 @@ def _run(args) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    from pmt_perception.ros.shutdown import StopRequest, init_rclpy
 
     options, ros_args = parse_args(sys.argv[1:] if args is None else args)
     with StopRequest() as stop:
@@ -205,7 +179,7 @@ def _run(args) -> int:
             while rclpy.ok() and not stop.requested:
                 executor.spin_once(timeout_sec=0.05)
                 now = time.monotonic()
-                if not listening and monitor.stats["seg"].latencies_ms:
+                if not listening and monitor.stats[topics.SEG].latencies_ms:
                     listening = True
                     deadline = now + options.duration
                 if now >= deadline:

@@ -25,13 +25,14 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import CameraInfo, Image
 import torch
 
+from pmt_perception import topics
 from pmt_perception.adapt import load_settings as load_adapt_settings
 from pmt_perception.inference import Predictor
 from pmt_perception.ros import diagnostics
 from pmt_perception.ros.adaptation import OnlineAdaptation
 from pmt_perception.ros.inputs import (CameraCache, InputProblem, check_stereo_set,
                                       decode_stereo_set, frame_id_problem)
-from pmt_perception.ros.model_source import LoadedModel, load_network
+from pmt_perception.checkpoint import LoadedModel, load_network
 from pmt_perception.ros.outputs import OutputPublishers, OutputSettings, classes_message
 from pmt_perception.ros.params import (declare_parameters, help_requested, help_text,
                                        settings_snapshot)
@@ -44,8 +45,7 @@ from pmt_perception.ros.worker import FramePipeline
 __all__ = ["INPUT_TOPICS", "StereoSegNode", "main"]
 
 # (topic, type) in the synchronizer's argument order; relative names so they remap.
-INPUT_TOPICS = (("left/image_rect", Image), ("right/image_rect", Image),
-                ("left/camera_info", CameraInfo), ("right/camera_info", CameraInfo))
+INPUT_TOPICS = tuple(zip(topics.INPUT_TOPICS, (Image, Image, CameraInfo, CameraInfo)))
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 

@@ -15,6 +15,7 @@ from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import String
 from stereo_msgs.msg import DisparityImage
 
+from pmt_perception import topics
 from pmt_perception.geometry import subsample
 from pmt_perception.ros.conversions import make_disparity_image, make_pointcloud2, numpy_to_image
 from pmt_perception.ros.qos import latched_qos
@@ -23,15 +24,15 @@ __all__ = ["IGNORE_LABEL", "CLASSES_TOPIC", "OUTPUT_TOPICS", "OutputSettings", "
            "classes_message"]
 
 IGNORE_LABEL = 255  # "unlabeled" in seg: never a class id (the network predicts < 255 classes)
-CLASSES_TOPIC = "seg_classes"
+CLASSES_TOPIC = topics.SEG_CLASSES
 # topic -> (message type, the parameter that switches it on)
 OUTPUT_TOPICS = {
-    "seg": (Image, "publish_seg"),
-    "disparity": (DisparityImage, "publish_disparity"),
-    "seg_color": (Image, "publish_seg_color"),
-    "points2": (PointCloud2, "publish_points"),
-    "seg_confidence": (Image, "publish_confidence"),
-    "disparity_confidence": (Image, "publish_confidence"),
+    topics.SEG: (Image, "publish_seg"),
+    topics.DISPARITY: (DisparityImage, "publish_disparity"),
+    topics.SEG_COLOR: (Image, "publish_seg_color"),
+    topics.POINTS: (PointCloud2, "publish_points"),
+    topics.SEG_CONFIDENCE: (Image, "publish_confidence"),
+    topics.DISPARITY_CONFIDENCE: (Image, "publish_confidence"),
 }
 
 
@@ -84,7 +85,7 @@ class OutputPublishers:
                 if self.publishers[topic].get_subscription_count() > 0}
 
     def needs_confidence(self, settings: OutputSettings) -> bool:
-        return bool(self.wanted(settings) & {"seg_confidence", "disparity_confidence"})
+        return bool(self.wanted(settings) & {topics.SEG_CONFIDENCE, topics.DISPARITY_CONFIDENCE})
 
     def publish(self, frame, prediction, colorize, settings: OutputSettings) -> dict[str, float]:
         """Publish every wanted output of one frame; returns seconds spent per output."""
@@ -97,18 +98,19 @@ class OutputPublishers:
             self.publishers[topic].publish(build())
             spent[topic] = time.perf_counter() - start
 
-        if "seg" in wanted:
-            timed("seg", lambda: numpy_to_image(prediction.labels, "mono8", header))
-        if "disparity" in wanted:
-            timed("disparity", lambda: make_disparity_image(
+        if topics.SEG in wanted:
+            timed(topics.SEG, lambda: numpy_to_image(prediction.labels, "mono8", header))
+        if topics.DISPARITY in wanted:
+            timed(topics.DISPARITY, lambda: make_disparity_image(
                 prediction.disparity, header, frame.camera,
                 min_disparity=settings.min_disparity, max_disparity=settings.max_disparity))
-        if "seg_color" in wanted:
-            timed("seg_color", lambda: numpy_to_image(colorize(prediction.labels), "rgb8", header))
-        if "points2" in wanted:
-            timed("points2", lambda: self._cloud(frame, prediction, settings))
-        for topic in ("seg_confidence", "disparity_confidence"):
-            values = getattr(prediction, topic)
+        if topics.SEG_COLOR in wanted:
+            timed(topics.SEG_COLOR,
+                  lambda: numpy_to_image(colorize(prediction.labels), "rgb8", header))
+        if topics.POINTS in wanted:
+            timed(topics.POINTS, lambda: self._cloud(frame, prediction, settings))
+        for topic, values in ((topics.SEG_CONFIDENCE, prediction.seg_confidence),
+                              (topics.DISPARITY_CONFIDENCE, prediction.disparity_confidence)):
             if topic in wanted and values is not None:
                 timed(topic, lambda v=values: numpy_to_image(
                     np.asarray(v, dtype=np.float32), "32FC1", header))

@@ -22,8 +22,12 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
+from pmt_perception import topics
 from pmt_perception.config import config_dir
-from pmt_perception.ros.conversions import numpy_to_image
+from pmt_perception.data.io import read_json, read_rgb
+from pmt_perception.data.synthetic import generate_pair, load_generator_settings
+from pmt_perception.geometry import StereoCamera
+from pmt_perception.ros.conversions import camera_infos, numpy_to_image
 from pmt_perception.ros.params import (ParameterSpec, declare_parameters, help_requested,
                                        help_text, settings_snapshot)
 from pmt_perception.ros.qos import input_qos
@@ -56,61 +60,28 @@ SOURCE_PARAMETER_SPECS = {
 }
 
 
-@dataclass(frozen=True)
-class CameraModel:
-    """A rectified pair's calibration: left intrinsics and the baseline (metres)."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    baseline: float
+# The former camera class of this module; geometry.StereoCamera is the one camera model now.
+# Kept as a constructor with the old keywords (width, height, fx, fy, cx, cy, baseline).
+CameraModel = StereoCamera.rectified
 
 
 @dataclass
 class StereoFrameSource:
     left: np.ndarray        # H x W x 3 uint8 RGB
     right: np.ndarray
-    camera: CameraModel
-
-
-def camera_infos(camera: CameraModel, *, left_frame_id: str, right_frame_id: str):
-    """(left, right) CameraInfo of a rectified pair, as a stereo calibration writes them."""
-    infos = []
-    for frame_id, tx in ((left_frame_id, 0.0), (right_frame_id, -camera.fx * camera.baseline)):
-        info = CameraInfo()
-        info.header.frame_id = frame_id
-        info.width, info.height = camera.width, camera.height
-        info.distortion_model = "plumb_bob"
-        info.d = [0.0] * 5
-        info.k = [camera.fx, 0.0, camera.cx, 0.0, camera.fy, camera.cy, 0.0, 0.0, 1.0]
-        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        info.p = [camera.fx, 0.0, camera.cx, tx, 0.0, camera.fy, camera.cy, 0.0,
-                  0.0, 0.0, 1.0, 0.0]
-        infos.append(info)
-    return tuple(infos)
+    camera: StereoCamera
 
 
 def synthetic_pool(*, count: int, seed: int, size, noise: bool) -> list[StereoFrameSource]:
-    from pmt_perception.data.synthetic import generate_pair, load_generator_settings
-
     settings = load_generator_settings("synthetic")
     pool = []
     for index in range(count):
         pair = generate_pair(settings, seed=seed + index, size=tuple(size), noise=noise)
-        info = pair.camera_info()
-        pool.append(StereoFrameSource(pair.left, pair.right, CameraModel(
-            width=int(info["width"]), height=int(info["height"]), fx=float(info["fx"]),
-            fy=float(info["fy"]), cx=float(info["cx"]), cy=float(info["cy"]),
-            baseline=float(info["baseline"]))))
+        pool.append(StereoFrameSource(pair.left, pair.right, pair.rig.stereo_camera()))
     return pool
 
 
 def folder_pool(folder: str | Path, *, count: int) -> list[StereoFrameSource]:
-    from pmt_perception.data.io import read_json, read_rgb
-
     folder = Path(folder).expanduser()
     names = sorted(p.name for p in (folder / "left").glob("*.png")
                    if (folder / "right" / p.name).is_file())
@@ -128,7 +99,7 @@ def folder_pool(folder: str | Path, *, count: int) -> list[StereoFrameSource]:
         left, right = read_rgb(folder / "left" / name), read_rgb(folder / "right" / name)
         if left.shape != right.shape:
             raise ValueError(f"{folder}: left and right {name} differ in size")
-        pool.append(StereoFrameSource(left, right, CameraModel(
+        pool.append(StereoFrameSource(left, right, StereoCamera.rectified(
             width=left.shape[1], height=left.shape[0], fx=float(cal["fx"]), fy=float(cal["fy"]),
             cx=float(cal["cx"]), cy=float(cal["cy"]), baseline=float(cal["baseline"]))))
     return pool
@@ -163,8 +134,8 @@ class StereoSourceNode(Node):
         self._pool = [self._messages(frame) for frame in pool]
         qos = input_qos(values["reliability"], values["depth"])
         self._publishers = [self.create_publisher(msg_type, topic, qos) for topic, msg_type in (
-            ("left/image_rect", Image), ("right/image_rect", Image),
-            ("left/camera_info", CameraInfo), ("right/camera_info", CameraInfo))]
+            (topics.LEFT_IMAGE, Image), (topics.RIGHT_IMAGE, Image),
+            (topics.LEFT_INFO, CameraInfo), (topics.RIGHT_INFO, CameraInfo))]
         self._rng = np.random.default_rng(values["seed"])
         self.published = 0
         self.done = False

@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from pmt_perception.geometry import StereoCamera
 from .settings import CameraSettings, check_size
 
 
@@ -42,6 +43,12 @@ class StereoRig:
         focal = focal_per_width * width
         return cls(height=height, width=width, fx=focal, fy=focal,
                    cx=cx_fraction * (width - 1), cy=cy_fraction * (height - 1), baseline=baseline)
+
+    def stereo_camera(self) -> StereoCamera:
+        """The package's one camera model (geometry.StereoCamera) of this rig: what camera
+        infos, bags and point clouds of synthetic frames are built from."""
+        return StereoCamera.rectified(width=self.width, height=self.height, fx=self.fx,
+                                      fy=self.fy, cx=self.cx, cy=self.cy, baseline=self.baseline)
 
     @property
     def focal_per_width(self) -> float:
