@@ -46,6 +46,20 @@ def test_docs_table_every_parameter_topic_and_problem_kind():
         assert f"`{name}`" in text, f"docs/node.md does not list {name}"
 
 
+def test_docs_parameter_tables_are_current(tmp_path):
+    """docs/node.md's tables are generated (python -m pmt_perception.ros.param_docs); a spec or
+    YAML default changed without regenerating them fails here."""
+    from pmt_perception.ros import param_docs
+
+    assert param_docs.render(DOCS.read_text()) == DOCS.read_text(), \
+        "docs/node.md is not current: run python -m pmt_perception.ros.param_docs"
+    assert param_docs.main(["--check", str(DOCS)]) == 0
+    stale = tmp_path / "node.md"
+    stale.write_text(DOCS.read_text().replace("Pairs per second.", "Frames per second."))
+    assert param_docs.main(["--check", str(stale)]) == 1
+    assert param_docs.main([str(stale)]) == 0 and stale.read_text() == DOCS.read_text()
+
+
 # ----------------------------------------------------------------------------- worker
 def test_latest_slot_replaces_unread_items_and_counts_them():
     slot = LatestSlot()

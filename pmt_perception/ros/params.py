@@ -2,8 +2,9 @@
 
 Defaults live once (DESIGN §6): this module never holds a default value. It reads them from the
 shipped YAML and declares every parameter with a ParameterDescriptor (description, range or
-allowed values, whether a change applies at once). The table in docs/node.md is written from
-the same specs. A parameter present in the code but missing from the YAML (or the reverse) is
+allowed values, whether a change applies at once). The tables in docs/node.md are written
+from the same specs by ``python -m pmt_perception.ros.param_docs`` (test_node_units checks
+that the page is current). A parameter present in the code but missing from the YAML (or the reverse) is
 an error at startup, so the two cannot drift apart.
 """
 from __future__ import annotations
@@ -95,8 +96,11 @@ PARAMETER_SPECS: dict[str, ParameterSpec] = {
                              maximum=3600.0),
     "adapt": _S("Online self-supervised adaptation (docs/adapt.md): a background thread adapts "
                 "a copy of the model to the incoming pairs and swaps its weights in between "
-                "frames; never delays the outputs.", applies="on activate"),
-    "adapt_every_n": _S("Every n-th synchronized pair goes to the adaptation thread.",
+                "frames; never delays the outputs. /diagnostics then shows adapt_steps, "
+                "adapt_loss, adapt_discarded_steps (non-finite or exploding loss), adapt_swaps.",
+                applies="on activate"),
+    "adapt_every_n": _S("Every n-th synchronized pair goes to the adaptation thread (one-slot "
+                        "mailbox: a newer pair replaces an unused one).",
                         applies="on activate", minimum=1, maximum=10000),
     "adapt_swap_interval": _S("Least seconds between two weight swaps into the predictor.",
                               applies="on activate", minimum=0.0, maximum=86400.0),
