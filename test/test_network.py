@@ -8,8 +8,8 @@ import torch
 
 from pmt_perception.config import load_model_config
 from pmt_perception.info import main as info_main
-from pmt_perception.network import PMTOutput, build_model, count_parameters
-from pmt_perception.network.backbone import BACKBONES, FeatureTaps
+from pmt_perception.network import PMTOutput, build_model, count_parameters, initial_weights
+from pmt_perception.network.backbone import BACKBONES, FeatureTaps, imagenet_weights
 from pmt_perception.network.blocks import Hourglass, correlation_1d
 
 # A small-input configuration of the same graph: SPP windows shrunk so 64 px inputs are legal.
@@ -57,7 +57,27 @@ def test_paper_parameter_counts(paper_model):
     assert 10.2e6 * 0.98 <= counts["unique"] <= 10.6e6 * 1.02
     # The paper's 18.0M counts the Siamese backbone + SPP twice.
     assert abs(counts["siamese_counted"] - 18.0e6) / 18.0e6 < 0.02
-    assert counts["siamese_counted"] == counts["unique"] + counts["siamese_modules"]
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(fseg_to_disparity=False)])
+def test_siamese_count_is_what_runs_on_both_views(overrides):
+    """The paper's count doubles what runs once per view. Which modules do is measured here
+    from a forward pass (a module that sees the 2B batch of both views), not read back from
+    the `siamese_modules` list the count is computed from."""
+    model = build_model(tiny_config(**overrides)).eval()
+    batch, on_both_views = 1, set()
+
+    def record(module, inputs, _output):
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].shape[0] == 2 * batch:
+            on_both_views.add(module)
+    hooks = [m.register_forward_hook(record) for m in model.modules() if next(
+        m.parameters(recurse=False), None) is not None]
+    with torch.no_grad():
+        model(torch.rand(batch, 3, 64, 64), torch.rand(batch, 3, 64, 64))
+    for hook in hooks:
+        hook.remove()
+    twice = sum(p.numel() for m in on_both_views for p in m.parameters(recurse=False))
+    assert count_parameters(model)["siamese_modules"] == twice > 0
 
 
 @pytest.mark.slow
@@ -104,7 +124,7 @@ def test_table8_switches_change_the_graph():
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_backbone_taps_strides_and_channels(name):
-    taps = FeatureTaps(name, pretrained=False).eval()
+    taps = FeatureTaps(name).eval()
     with torch.no_grad():
         f1, f2, f4 = taps(torch.rand(1, 3, 128, 192))
     assert f1.shape[-2:] == (32, 48) and f2.shape[-2:] == (16, 24) and f4.shape[-2:] == (4, 6)
@@ -112,7 +132,7 @@ def test_backbone_taps_strides_and_channels(name):
 
 
 def test_densenet_taps_match_design():
-    assert FeatureTaps("densenet121", pretrained=False).channels == (128, 256, 1024)
+    assert FeatureTaps("densenet121").channels == (128, 256, 1024)
 
 
 @pytest.mark.parametrize("make_inputs, message", [
@@ -164,12 +184,40 @@ def test_pretrained_weights_load_from_the_torchvision_cache(tmp_path, monkeypatc
     reference = torchvision.models.resnet18()
     with torch.no_grad():
         reference.conv1.weight.fill_(0.125)
+        reference.layer4[1].bn2.running_var.fill_(3.0)   # last stage: every stage is copied
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     torch.save(reference.state_dict(), cache / os.path.basename(weights.url))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    model = build_model(tiny_config(pretrained=True))
-    assert torch.all(model.backbone.stage1[0].weight == 0.125)
+    for choice in ("imagenet", weights):
+        model = build_model(tiny_config(), weights=choice)
+        assert torch.all(model.backbone.stage1[0].weight == 0.125)
+        assert torch.all(model.backbone.stage3[1][1].bn2.running_var == 3.0)
+    # Without weights (every checkpoint load) the cache is not read, whatever `pretrained` says.
+    assert not torch.all(build_model(tiny_config(pretrained=True)).backbone.stage1[0].weight == 0.125)
+
+
+def test_training_asks_for_imagenet_weights_through_pretrained():
+    assert initial_weights(tiny_config(pretrained=True)) == "imagenet"
+    assert initial_weights(tiny_config(pretrained=False)) is None
+
+
+def test_model_construction_never_downloads(monkeypatch):
+    import pmt_perception.network.backbone as backbone
+
+    real = backbone.torchvision.models.get_model
+    asked = []
+    monkeypatch.setattr(backbone.torchvision.models, "get_model",
+                        lambda name, weights=None: asked.append(weights) or real(name, weights=None))
+    build_model(tiny_config(pretrained=True))
+    assert asked == [None]
+
+
+@pytest.mark.parametrize("weights, message", [
+    ("imagenet21k", "'imagenet'"), (imagenet_weights("densenet121"), "resnet18")])
+def test_weights_that_do_not_fit_raise_value_error(weights, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(tiny_config(), weights=weights)
 
 
 def test_missing_pretrained_weights_warn_and_fall_back(tmp_path, monkeypatch):
@@ -183,7 +231,7 @@ def test_missing_pretrained_weights_warn_and_fall_back(tmp_path, monkeypatch):
                         __import__("torchvision").models.resnet18())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = build_model(tiny_config(pretrained=True))
+        model = build_model(tiny_config(), weights="imagenet")
     assert any("random initialisation" in str(w.message) for w in caught)
     assert isinstance(model.backbone, FeatureTaps)
 

@@ -2,6 +2,8 @@
 
 The same module (same weights) runs on the left and the right image. Each backbone is a table
 of three stages; the channel counts of the taps are measured by a dry run, never hard-coded.
+As in torchvision, the module is built randomly initialised and never downloads anything:
+`load_imagenet_weights` (called by `build_model(..., weights=...)`) brings ImageNet weights.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Callable
 import torch
 import torchvision
 from torch import nn
+from torchvision.models import WeightsEnum
 
 
 def _densenet121_stages(model: nn.Module) -> list[nn.Module]:
@@ -55,31 +58,28 @@ BACKBONES: dict[str, tuple[str, str, Callable[[nn.Module], list[nn.Module]]]] = 
 }
 
 
-def load_torchvision_model(name: str, *, pretrained: bool) -> nn.Module:
-    """Builds torchvision model `name`; with `pretrained`, its ImageNet weights through the
-    weights API (cached under $TORCH_HOME/hub/checkpoints). If they cannot be had (no cache,
-    no network) it warns and keeps the random initialisation rather than failing."""
-    builder, weights_name, _ = BACKBONES[name]
-    if pretrained:
-        weights = torchvision.models.get_weight(weights_name)
-        try:
-            return torchvision.models.get_model(builder, weights=weights)
-        except Exception as error:  # URLError, hash mismatch, permission ... all mean "no weights"
-            warnings.warn(f"ImageNet weights {weights_name} unavailable ({error.__class__.__name__}: "
-                          f"{error}); the {name} backbone starts from random initialisation",
-                          RuntimeWarning, stacklevel=2)
-    return torchvision.models.get_model(builder, weights=None)
+def build_torchvision_model(name: str) -> nn.Module:
+    """Torchvision model `name` with its random initialisation: nothing is downloaded here."""
+    return torchvision.models.get_model(BACKBONES[name][0], weights=None)
+
+
+def imagenet_weights(name: str) -> WeightsEnum:
+    """The ImageNet weights entry of torchvision's weights API for backbone `name`."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    return torchvision.models.get_weight(BACKBONES[name][1])
 
 
 class FeatureTaps(nn.Module):
-    """One backbone returning (F1, F2, F4) at H/4, H/8 and H/32."""
+    """One backbone returning (F1, F2, F4) at H/4, H/8 and H/32 (Table A.10), randomly
+    initialised: pretrained weights come from outside (`load_imagenet_weights`)."""
 
-    def __init__(self, name: str, *, pretrained: bool) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__()
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
         self.name = name
-        stages = BACKBONES[name][2](load_torchvision_model(name, pretrained=pretrained))
+        stages = BACKBONES[name][2](build_torchvision_model(name))
         self.stage1, self.stage2, self.stage3 = stages
         self.channels = self._measure_channels()
 
@@ -92,8 +92,33 @@ class FeatureTaps(nn.Module):
         self.train(was_training)
         return channels  # type: ignore[return-value]
 
+    def load_torchvision_state(self, model: nn.Module) -> None:
+        """Copies the weights of a torchvision model of this backbone's kind into the taps
+        (the same stage split maps its modules onto ours one to one)."""
+        for ours, theirs in zip((self.stage1, self.stage2, self.stage3), BACKBONES[self.name][2](model)):
+            ours.load_state_dict(theirs.state_dict())
+
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        f1 = self.stage1(image)
-        f2 = self.stage2(f1)
-        f4 = self.stage3(f2)
+        f1 = self.stage1(image)   # Table A.10: F1, H/4
+        f2 = self.stage2(f1)      # F2, H/8
+        f4 = self.stage3(f2)      # F4, H/32
         return f1, f2, f4
+
+
+def load_imagenet_weights(taps: FeatureTaps, weights: WeightsEnum | None = None) -> bool:
+    """Loads ImageNet `weights` (default: the backbone's entry of BACKBONES) into `taps`
+    through torchvision's weights API (cached under $TORCH_HOME/hub/checkpoints). If they
+    cannot be had (no cache, no network) it warns and keeps the random initialisation rather
+    than failing, and returns False."""
+    weights = weights or imagenet_weights(taps.name)
+    try:
+        # torchvision's builder, not a bare state-dict load: it also renames the keys of
+        # older checkpoints (DenseNet's "norm.1" style) before loading them.
+        source = torchvision.models.get_model(BACKBONES[taps.name][0], weights=weights)
+    except Exception as error:  # URLError, hash mismatch, permission ... all mean "no weights"
+        warnings.warn(f"ImageNet weights {weights} unavailable ({error.__class__.__name__}: "
+                      f"{error}); the {taps.name} backbone starts from random initialisation",
+                      RuntimeWarning, stacklevel=2)
+        return False
+    taps.load_torchvision_state(source)
+    return True

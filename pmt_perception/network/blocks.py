@@ -145,6 +145,7 @@ class SpatialPyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
+        # Tables A.12 / A.13, SPP: [avgPool(k, k), conv2D(3x3, 32)] per window, and F itself
         return torch.cat([x] + [resize(level(x), size, "bilinear") for level in self.levels], 1)
 
 

@@ -141,20 +141,22 @@ class CostVolumeDisparityBranch(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(disparity B x 1 x H x W in input pixels, Fdisp, candidate probabilities
         B x D x H/s x W/s: what the distribution loss supervises)."""
+        # Replaces Table A.12's corr + conv1d 2 (see docs/architecture.md): matching features
+        # of both views in one batched pass, then a volume over non-negative disparities.
         match_left, match_right = self.match(torch.cat([features_left, features_right], 0)).chunk(2, 0)
         volume = groupwise_correlation_volume(match_left, match_right,
                                               num_disparities=self.num_disparities,
                                               groups=self.groups, cosine=self.cosine)
         size = volume.shape[-2:]
-        context = self.context(resize(f_seg, size, "nearest"))
+        context = self.context(resize(f_seg, size, "nearest"))      # convdec 2: hourglass(Fseg)
         context_volume = self.context_to_volume(context).unsqueeze(2).expand_as(volume)
         scores = self.aggregate(torch.cat([volume, context_volume], 1)) \
             + self.raw_score_scale * volume.mean(1)
         # Soft-argmin in fp32: a bf16 expectation over D candidates loses sub-pixel precision.
         disparity, probability = soft_argmin(scores.float())
-        f_disp = self.fuse(torch.cat([context, scores.to(context.dtype)], 1))
-        l_conv = F.avg_pool2d(self.l_conv(left), self.scale, self.scale, ceil_mode=True)
+        f_disp = self.fuse(torch.cat([context, scores.to(context.dtype)], 1))  # cat 3; Fdisp
+        l_conv = F.avg_pool2d(self.l_conv(left), self.scale, self.scale, ceil_mode=True)  # L conv 1
         guide = torch.cat([f_disp, resize(l_conv, size, "nearest").to(f_disp.dtype)], 1)
-        # Pixels of the volume's resolution -> pixels of the input resolution.
+        # Pixels of the volume's resolution -> pixels of the input resolution (disp).
         disparity = self.upsample(disparity * self.scale, guide, left.shape[-2:])
         return disparity, f_disp, probability

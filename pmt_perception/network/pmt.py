@@ -1,14 +1,16 @@
 """PMTNet: the progressive multi-task network, assembled from the Siamese backbone and the
-three branches, and `build_model(config)`."""
+three branches, and `build_model(config, weights=...)`: the one table that turns a ModelConfig
+into the keyword arguments of each part. The parts never see the config."""
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
+from torchvision.models import WeightsEnum
 
 from ..config import ModelConfig
-from .backbone import FeatureTaps
+from .backbone import FeatureTaps, imagenet_weights, load_imagenet_weights
 from .blocks import SpatialPyramidPooling
 from .branches import CoarseSegmentationBranch, DisparityBranch, RefinedSegmentationBranch
 from .cost_volume import CostVolumeDisparityBranch
@@ -29,23 +31,22 @@ class PMTOutput(NamedTuple):
 
 
 class PMTNet(nn.Module):
-    def __init__(self, *, config: ModelConfig) -> None:
+    """The parts, built by `build_model`, wired as in the paper's Figure A.13. `config` is the
+    record of what built them: checkpoints store it and the input checks read its SPP limit."""
+
+    def __init__(self, *, config: ModelConfig, backbone: FeatureTaps,
+                 spp_f1: SpatialPyramidPooling, spp_f2: Optional[SpatialPyramidPooling],
+                 coarse_segmentation: CoarseSegmentationBranch, disparity: nn.Module,
+                 refined_segmentation: RefinedSegmentationBranch) -> None:
         super().__init__()
         self.config = config
-        self.backbone = FeatureTaps(config.backbone, pretrained=config.pretrained)
-        f1_channels, f2_channels, f4_channels = self.backbone.channels
-        self.spp_f1 = SpatialPyramidPooling(f1_channels, windows=config.spp_f1_windows,
-                                            channels=config.spp_channels)
+        self.backbone = backbone
+        self.spp_f1 = spp_f1
         # F2' feeds the disparity branch only; a cost volume at H/4 matches on F1' instead.
-        self.matches_on_f1 = config.disparity_head == "cost_volume" and config.cost_volume_scale == 4
-        self.spp_f2 = None if self.matches_on_f1 else SpatialPyramidPooling(
-            f2_channels, windows=config.spp_f2_windows, channels=config.spp_channels)
-        self.coarse_segmentation = CoarseSegmentationBranch(f4_channels, config=config)
-        self.disparity = build_disparity_branch(
-            config, f1_spp_channels=self.spp_f1.out_channels,
-            f2_spp_channels=0 if self.spp_f2 is None else self.spp_f2.out_channels)
-        self.refined_segmentation = RefinedSegmentationBranch(
-            self.spp_f1.out_channels, f_disp_channels=config.width(64), config=config)
+        self.spp_f2 = spp_f2
+        self.coarse_segmentation = coarse_segmentation
+        self.disparity = disparity
+        self.refined_segmentation = refined_segmentation
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -60,14 +61,14 @@ class PMTNet(nn.Module):
         left = (left - self.mean) / self.std
         right = (right - self.mean) / self.std
 
-        # Siamese feature extraction: shared weights, both views in one batched pass.
+        # Table A.10, Siamese: shared weights, both views in one batched pass.
         f1, f2, f4 = self.backbone(torch.cat([left, right], 0))
-        f1_left, f1_right = self.spp_f1(f1).chunk(2, 0)
+        f1_left, f1_right = self.spp_f1(f1).chunk(2, 0)            # Table A.13: SPP_1^L, SPP_1^R
         f4_left, f4_right = f4.chunk(2, 0)
         match_left, match_right = (f1_left, f1_right) if self.spp_f2 is None \
-            else self.spp_f2(f2).chunk(2, 0)
+            else self.spp_f2(f2).chunk(2, 0)                       # Table A.12: SPP_2^L, SPP_2^R
 
-        coarse_logits, f_seg = self.coarse_segmentation(f4_left, f4_right, left)
+        coarse_logits, f_seg = self.coarse_segmentation(f4_left, f4_right, left)      # Table A.11
         disparity, f_disp, disparity_probability = self.disparity(match_left, match_right, f_seg, left)
         refined_logits, attention = self.refined_segmentation(f1_left, f1_right, f_seg, f_disp, left)
         seg_attention, disp_attention = attention if attention is not None else (None, None)
@@ -100,23 +101,80 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_disparity_branch(config: ModelConfig, *, f1_spp_channels: int,
-                           f2_spp_channels: int) -> nn.Module:
-    """The published regression branch, or the matching branch on F1' (H/4) or F2' (H/8)."""
+def initial_weights(config: ModelConfig) -> Optional[str]:
+    """The weights a training run starts from: `"imagenet"` where the config's `pretrained`
+    asks for them, else None. `pretrained` is a training-recipe flag: `build_model` itself
+    never reads it, so rebuilding a trained model from its checkpoint downloads nothing."""
+    return "imagenet" if config.pretrained else None
+
+
+def build_model(config: ModelConfig, *,
+                weights: str | WeightsEnum | None = None) -> PMTNet:
+    """PMTNet for `config`. `weights`, as in torchvision: None keeps the random
+    initialisation (what a checkpoint load wants: its state dict replaces everything);
+    "imagenet" loads the backbone's ImageNet entry of `backbone.BACKBONES`; a torchvision
+    WeightsEnum member of the backbone's family loads that one. Weights that cannot be had
+    (no cache, no network) warn and keep the random initialisation."""
+    backbone_weights = _backbone_weights(config.backbone, weights)
+    w = config.width           # Appendix A widths scaled by branch_width
+    hourglass = dict(hourglass_stride=config.hourglass_stride, separable=config.separable)
+    seg_upsample = config.segmentation_upsample_mode
+
+    # Built in this order so that a seeded build draws the same initial weights as ever.
+    backbone = FeatureTaps(config.backbone)
+    f1_channels, f2_channels, f4_channels = backbone.channels
+    spp_f1 = SpatialPyramidPooling(f1_channels, windows=config.spp_f1_windows,
+                                   channels=config.spp_channels)
+    matches_on_f1 = config.disparity_head == "cost_volume" and config.cost_volume_scale == 4
+    spp_f2 = None if matches_on_f1 else SpatialPyramidPooling(
+        f2_channels, windows=config.spp_f2_windows, channels=config.spp_channels)
+    f2_spp_channels = 0 if spp_f2 is None else spp_f2.out_channels
+    f_seg_channels, f_disp_channels = w(32), w(64)
+
+    coarse = CoarseSegmentationBranch(
+        f4_channels, reduced_channels=w(64), f_seg_channels=f_seg_channels,
+        num_classes=config.num_classes, head_scale=config.coarse_head_scale,
+        upsample=seg_upsample, **hourglass)
     if config.disparity_head == "regression":
-        return DisparityBranch(f2_spp_channels, config=config)
-    scale = config.cost_volume_scale
-    return CostVolumeDisparityBranch(
-        f1_spp_channels if scale == 4 else f2_spp_channels,
-        context_channels=config.width(32), scale=scale, max_disparity=config.max_disparity,
-        groups=config.cost_volume_groups, aggregation_channels=config.cost_aggregation_channels,
-        fdisp_channels=config.width(64), upsample=config.upsample,
-        hourglass_stride=config.hourglass_stride, separable=config.separable,
-        correlation=config.cost_volume_correlation)
+        disparity: nn.Module = DisparityBranch(
+            f2_spp_channels, f_seg_channels=f_seg_channels, context_channels=w(128),
+            f_disp_channels=f_disp_channels, max_shift=config.corr_max_shift,
+            corr_channels=config.corr_channels, use_f_seg=config.fseg_to_disparity,
+            head_scale=config.disparity_head_scale, upsample=config.upsample, **hourglass)
+    else:
+        scale = config.cost_volume_scale
+        disparity = CostVolumeDisparityBranch(
+            spp_f1.out_channels if scale == 4 else f2_spp_channels,
+            context_channels=f_seg_channels, scale=scale, max_disparity=config.max_disparity,
+            groups=config.cost_volume_groups, aggregation_channels=config.cost_aggregation_channels,
+            fdisp_channels=f_disp_channels, upsample=config.upsample,
+            correlation=config.cost_volume_correlation, **hourglass)
+    refined = RefinedSegmentationBranch(
+        spp_f1.out_channels, f_seg_channels=f_seg_channels, f_disp_channels=f_disp_channels,
+        reduced_channels=w(128), s_channels=w(64), head_width=w(32),
+        num_classes=config.num_classes, use_task_features=config.fseg_fdisp_to_refined,
+        input_scale=config.refined_branch_scale, head_scale=config.refined_head_scale,
+        upsample=seg_upsample, **hourglass)
+    model = PMTNet(config=config, backbone=backbone, spp_f1=spp_f1, spp_f2=spp_f2,
+                   coarse_segmentation=coarse, disparity=disparity, refined_segmentation=refined)
+    if backbone_weights is not None:
+        load_imagenet_weights(model.backbone, backbone_weights)
+    return model
 
 
-def build_model(config: ModelConfig) -> PMTNet:
-    return PMTNet(config=config)
+def _backbone_weights(backbone: str, weights: str | WeightsEnum | None) -> Optional[WeightsEnum]:
+    if weights is None:
+        return None
+    expected = imagenet_weights(backbone)
+    if isinstance(weights, str):
+        if weights.lower() != "imagenet":
+            raise ValueError(f"weights must be None, 'imagenet' or a {type(expected).__name__} "
+                             f"member, got {weights!r}")
+        return expected
+    if not isinstance(weights, type(expected)):
+        raise ValueError(f"weights {weights} do not belong to backbone {backbone!r} "
+                         f"(expected a {type(expected).__name__} member)")
+    return weights
 
 
 def count_parameters(model: PMTNet) -> dict[str, int]:
