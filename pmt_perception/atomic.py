@@ -8,10 +8,12 @@ since mkstemp creates files readable by their owner only.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def _umask() -> int:
@@ -48,3 +50,25 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def json_ready(value: Any) -> Any:
+    """`value` as strict JSON can hold it: NaN / inf -> null, numpy and torch scalars (anything
+    with `.item()`) -> Python numbers, tuples -> lists, keys -> strings."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    plain = isinstance(value, (str, int, float, bool, type(None)))
+    if not plain and callable(getattr(value, "item", None)):
+        value = value.item()   # numpy / torch scalars, without importing either here
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """The package's one JSON writer: `data` through `json_ready`, indented, newline-terminated,
+    written atomically. Strict JSON (never NaN), so any reader can parse it."""
+    text = json.dumps(json_ready(data), indent=2, allow_nan=False)
+    return write_text_atomic(path, text + "\n")

@@ -8,10 +8,11 @@ The paper's total loss (DESIGN.md §3) is
 with every weight 1 in config/loss/paper.yaml. `uncertainty_weighting: true` replaces the fixed
 weights by Kendall et al.'s (2018) learned homoscedastic-uncertainty weights.
 
-Targets follow the dataset contract: `seg` (B, H, W) int64 with `ignore_index` (255) where no label
-exists, `disparity` (B, H, W) float32 pixels with 0 (or a non-finite value) where no ground truth
-exists. Every loss here averages over valid pixels only and is 0 - never NaN - when there are none,
-so a crop that happens to hold no labels does not poison a training step.
+Targets follow the dataset contract: `seg` (B, H, W) int64 with `ignore_index`
+(labels.IGNORE_LABEL) where no label exists, `disparity` (B, H, W) float32 pixels with 0 (or a
+non-finite value) where no ground truth exists. Every loss here averages over valid pixels only
+and is 0 - never NaN - when there are none, so a crop that happens to hold no labels does not
+poison a training step.
 """
 from __future__ import annotations
 

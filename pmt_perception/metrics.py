@@ -16,17 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from .labels import CITYSCAPES_CATEGORY_NAMES, CITYSCAPES_CATEGORY_OF_TRAIN_ID, IGNORE_LABEL
+
 # D1 (DESIGN.md §3): an error "bad" if larger than 3 px; KITTI also needs it to exceed 5 % of gt.
 D1_THRESHOLD_PX = 3.0
 # Middlebury's bad-1 / bad-2: shares of errors larger than 1 px / 2 px.
 BAD_THRESHOLDS_PX = (1.0, 2.0)
 KITTI_RELATIVE_THRESHOLD = 0.05
 
-# Cityscapes 19 train ids -> the 7 categories of cityscapesScripts' labels.py (void excluded):
-# road sidewalk | building wall fence | pole traffic-light traffic-sign | vegetation terrain |
-# sky | person rider | car truck bus train motorcycle bicycle.
-CITYSCAPES_CATEGORY_NAMES = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
-CITYSCAPES_CATEGORY_OF_TRAIN_ID = (0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 5, 6, 6, 6, 6, 6, 6)
 
 
 def _as_tensor(values: Any, *, what: str) -> torch.Tensor:
@@ -106,7 +103,7 @@ def cityscapes_category_scores(confusion: torch.Tensor) -> dict[str, Any]:
 class SegmentationMetrics:
     """Confusion-matrix accumulator: update per batch, compute once per dataset."""
 
-    def __init__(self, num_classes: int, *, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, *, ignore_index: int = IGNORE_LABEL) -> None:
         if num_classes < 2:
             raise ValueError(f"SegmentationMetrics: num_classes must be >= 2, got {num_classes}")
         if 0 <= ignore_index < num_classes:

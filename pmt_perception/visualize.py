@@ -12,7 +12,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-IGNORE_LABEL = 255
+from .labels import IGNORE_LABEL
 
 # The 19 Cityscapes evaluation classes in trainId order, with the colours of the official
 # cityscapesScripts label table (labels.py), so figures match every Cityscapes paper.
@@ -77,7 +77,7 @@ def colorize_labels(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     # One 256-entry table (black beyond the palette) makes the lookup a single fancy-index and
     # maps 255 and any out-of-range id to black without a mask.
     table = np.zeros((257, 3), dtype=np.uint8)
-    count = min(len(palette), 255)  # id 255 is "ignore" even for a 256-colour palette
+    count = min(len(palette), IGNORE_LABEL)  # the ignore id stays black even for 256 colours
     table[:count] = palette[:count]
     index = labels
     if index.dtype != np.uint8:

@@ -1,11 +1,13 @@
 """Atomic writes: readable permissions, no half files, no leftovers after a failure."""
+import json
 import os
 import stat
 
 import numpy as np
 import pytest
+import torch
 
-from pmt_perception.atomic import atomic_path, write_bytes_atomic
+from pmt_perception.atomic import atomic_path, write_bytes_atomic, write_json_atomic
 
 
 def test_written_file_has_ordinary_permissions(tmp_path):
@@ -31,3 +33,13 @@ def test_temp_path_keeps_the_suffix(tmp_path):
     with atomic_path(tmp_path / "m.onnx") as tmp:
         assert tmp.suffix == ".onnx" and tmp.parent == tmp_path
         tmp.write_bytes(b"")
+
+
+def test_json_writer_writes_strict_json_from_numpy_and_torch(tmp_path):
+    data = {"miou": float("nan"), "epe": np.float32(0.5), "count": np.int64(3),
+            "loss": torch.tensor(1.25), "size": (480, 720), 7: [float("inf"), np.bool_(True)]}
+    path = write_json_atomic(tmp_path / "r" / "report.json", data)
+    text = path.read_text()
+    assert text.endswith("}\n") and "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"miou": None, "epe": 0.5, "count": 3, "loss": 1.25,
+                                "size": [480, 720], "7": [None, True]}

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ..config import from_dict
+from ..labels import IGNORE_LABEL as IGNORE_LABEL  # the sample contract's "no label", re-exported
 
-IGNORE_LABEL = 255
 RawSample = dict[str, Any]
 Transform = Callable[[RawSample], RawSample]
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..labels import CITYSCAPES_CATEGORY_NAMES, CITYSCAPES_CATEGORY_OF_TRAIN_ID, IGNORE_LABEL
 from ..visualize import cityscapes_palette
 from .base import RawSample, StereoDataset, Transform, base_meta, require_same_size
 from .io import decode_disparity_png, read_json, read_png_raw, read_rgb
@@ -33,14 +34,10 @@ TRAIN_CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "t
 LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
                   25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 
-# The 7 categories of the category mIoU (the "void" category is not evaluated), and the
-# category of each trainId.
-CATEGORY_NAMES = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
-TRAIN_TO_CATEGORY = np.array([0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 5, 6, 6, 6, 6, 6, 6], dtype=np.uint8)
 
 
 def _lookup_table(mapping: dict[int, int]) -> np.ndarray:
-    table = np.full(256, 255, dtype=np.uint8)
+    table = np.full(256, IGNORE_LABEL, dtype=np.uint8)
     for source, target in mapping.items():
         table[source] = target
     return table
@@ -55,9 +52,10 @@ def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
 
 
 def train_ids_to_categories(train_ids: np.ndarray) -> np.ndarray:
-    """trainIds -> category index 0..6 (CATEGORY_NAMES); 255 and unknown ids stay 255."""
-    table = np.full(256, 255, dtype=np.uint8)
-    table[:len(TRAIN_TO_CATEGORY)] = TRAIN_TO_CATEGORY
+    """trainIds -> category index 0..6 (CITYSCAPES_CATEGORY_NAMES); the ignore label and
+    unknown ids become the ignore label."""
+    table = np.full(256, IGNORE_LABEL, dtype=np.uint8)
+    table[:len(CITYSCAPES_CATEGORY_OF_TRAIN_ID)] = CITYSCAPES_CATEGORY_OF_TRAIN_ID
     return table[np.clip(np.asarray(train_ids), 0, 255).astype(np.uint8)]
 
 
@@ -72,7 +70,7 @@ class CityscapesStereo(StereoDataset):
     layout_type = CityscapesLayout
     class_names = TRAIN_CLASS_NAMES
     palette = cityscapes_palette()
-    category_names = CATEGORY_NAMES
+    category_names = CITYSCAPES_CATEGORY_NAMES
 
     def __init__(self, root: str | Path, *, split: str, layout: CityscapesLayout,
                  transform: Transform | None = None):

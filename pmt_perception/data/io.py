@@ -77,10 +77,6 @@ def write_png_atomic(path: str | os.PathLike, image: np.ndarray) -> None:
     write_bytes_atomic(path, encoded.tobytes())
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
-
-
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     _require_file(path)

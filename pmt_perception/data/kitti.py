@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..visualize import cityscapes_palette
-from .base import RawSample, StereoDataset, Transform, base_meta, require_same_size
+from .base import IGNORE_LABEL, RawSample, StereoDataset, Transform, base_meta, require_same_size
 from .cityscapes import TRAIN_CLASS_NAMES, label_ids_to_train_ids
 from .io import decode_disparity_png, read_png_raw, read_rgb
 
@@ -91,7 +91,7 @@ class Kitti2015(StereoDataset):
         path = self.label_path(index)
         if path is None:
             image = read_rgb(self._path("image_2", index))
-            return np.full(image.shape[:2], 255, dtype=np.uint8)
+            return np.full(image.shape[:2], IGNORE_LABEL, dtype=np.uint8)
         return label_ids_to_train_ids(read_png_raw(path, dtype=np.uint8))
 
     def load(self, index: int) -> RawSample:
@@ -109,7 +109,7 @@ class Kitti2015(StereoDataset):
             labels = label_ids_to_train_ids(read_png_raw(label_path, dtype=np.uint8))
             arrays[label_path] = labels
         else:
-            labels = np.full(left.shape[:2], 255, dtype=np.uint8)
+            labels = np.full(left.shape[:2], IGNORE_LABEL, dtype=np.uint8)
         require_same_size(arrays)
         fx = baseline = None
         calibration = self.root / self.folder / "calib_cam_to_cam" / f"{self.frames[index]}.txt"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import RawSample, StereoDataset, Transform, base_meta, require_same_size
+from .base import IGNORE_LABEL, RawSample, StereoDataset, Transform, base_meta, require_same_size
 from .io import read_indexed_png, read_rgb
 
 CLASS_NAMES = ("grass", "ground", "pavement", "hedge", "topiary", "rose", "obstacle", "tree", "background")
@@ -32,7 +32,7 @@ PALETTE = np.round(np.array([
     (0.0, 0.8, 0.0), (0.3, 0.5, 0.0), (0.7, 0.8, 0.9), (0.5, 0.5, 0.0), (0.0, 0.7, 0.7),
     (0.9, 0.0, 0.0), (0.2, 0.2, 0.9), (0.3, 0.7, 0.1), (0.1, 0.1, 0.1)]) * 255).astype(np.uint8)
 
-_ID_TO_TRAIN = np.full(256, 255, dtype=np.uint8)
+_ID_TO_TRAIN = np.full(256, IGNORE_LABEL, dtype=np.uint8)
 _ID_TO_TRAIN[1:10] = np.arange(9)
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import re
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from ...atomic import write_json_atomic
 
 LOG = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def fetch_textures(out: str | Path, sources: dict[str, Path], *,
             cv2.imwrite(str(out / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             entries.append({"file": name, "source": str(path), "package": label,
                             "size": list(image.shape[:2]), "sha256": digest})
-    (out / "manifest.json").write_text(json.dumps({"photos": entries}, indent=1) + "\n")
+    write_json_atomic(out / "manifest.json", {"photos": entries})
     return entries
 
 
