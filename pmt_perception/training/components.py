@@ -16,7 +16,7 @@ from pmt_perception.data import DataConfig, build_dataset, build_train_sampler
 from pmt_perception.losses import PMTLoss
 from pmt_perception.checkpoint import load_checkpoint
 from pmt_perception.runtime import cpu_has_native_bf16
-from pmt_perception.network import build_model, to_channels_last
+from pmt_perception.network import build_model, initial_weights, to_channels_last
 
 from .distributed import DistributedContext
 from .recipes import merge
@@ -73,7 +73,8 @@ def build_network(config: TrainConfig, num_classes: int, context: DistributedCon
     if model_config.num_classes != num_classes:
         raise ValueError(f"model_overrides.num_classes {model_config.num_classes} does not match "
                          f"the dataset's {num_classes} classes")
-    network = build_model(model_config)
+    # The recipe's `pretrained` asks for ImageNet weights; build_model never reads it itself.
+    network = build_model(model_config, weights=initial_weights(model_config))
     init = config.init_checkpoint            # weights to start from (not a resume)
     if init:
         payload = load_checkpoint(init)
