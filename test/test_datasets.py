@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from pmt_perception.data import build_dataset, load_data_config
-from pmt_perception.data.cityscapes import train_ids_to_categories
 from pmt_perception.data.io import write_pfm
 
 H, W = 8, 12
@@ -67,11 +66,6 @@ def test_cityscapes_decodes_disparity_per_spec_and_maps_label_ids(tmp_path):
     assert sample["meta"]["fx"] == pytest.approx(2262.52)
     assert sample["meta"]["baseline"] == pytest.approx(0.209313)
     assert sample["meta"]["sample_id"] == "aachen_000000_000019"
-
-
-def test_cityscapes_categories_group_the_19_classes_into_7():
-    categories = train_ids_to_categories(np.array([0, 1, 2, 5, 8, 10, 11, 13, 18, 255]))
-    assert categories.tolist() == [0, 0, 1, 2, 3, 4, 5, 6, 6, 255]
 
 
 def test_cityscapes_names_a_missing_or_mismatched_file(tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..labels import CITYSCAPES_CATEGORY_NAMES, CITYSCAPES_CATEGORY_OF_TRAIN_ID, IGNORE_LABEL
+from ..labels import IGNORE_LABEL
 from ..visualize import cityscapes_palette
 from .base import RawSample, StereoDataset, Transform, base_meta, require_same_size
 from .io import decode_disparity_png, read_json, read_png_raw, read_rgb
@@ -35,7 +35,6 @@ LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 2
                   25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 
 
-
 def _lookup_table(mapping: dict[int, int]) -> np.ndarray:
     table = np.full(256, IGNORE_LABEL, dtype=np.uint8)
     for source, target in mapping.items():
@@ -47,16 +46,8 @@ LABEL_TO_TRAIN_TABLE = _lookup_table(LABEL_TO_TRAIN)
 
 
 def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
-    """Cityscapes labelIds (uint8) -> trainIds 0..18, 255 for everything not evaluated."""
+    """Cityscapes labelIds (uint8) -> trainIds 0..18, IGNORE_LABEL for everything not evaluated."""
     return LABEL_TO_TRAIN_TABLE[np.asarray(label_ids, dtype=np.uint8)]
-
-
-def train_ids_to_categories(train_ids: np.ndarray) -> np.ndarray:
-    """trainIds -> category index 0..6 (CITYSCAPES_CATEGORY_NAMES); the ignore label and
-    unknown ids become the ignore label."""
-    table = np.full(256, IGNORE_LABEL, dtype=np.uint8)
-    table[:len(CITYSCAPES_CATEGORY_OF_TRAIN_ID)] = CITYSCAPES_CATEGORY_OF_TRAIN_ID
-    return table[np.clip(np.asarray(train_ids), 0, 255).astype(np.uint8)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +61,6 @@ class CityscapesStereo(StereoDataset):
     layout_type = CityscapesLayout
     class_names = TRAIN_CLASS_NAMES
     palette = cityscapes_palette()
-    category_names = CITYSCAPES_CATEGORY_NAMES
 
     def __init__(self, root: str | Path, *, split: str, layout: CityscapesLayout,
                  transform: Transform | None = None):
