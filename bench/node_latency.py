@@ -73,7 +73,7 @@ def predictor_reference(options) -> dict:
     import numpy as np
 
     from pmt_perception.inference import Predictor
-    from pmt_perception.ros.model_source import load_network
+    from pmt_perception.checkpoint import load_network
 
     loaded = load_network(options.checkpoint, untrained_variant="edge", untrained_seed=0)
     predictor = Predictor(loaded.model, device="cpu", precision=options.precision or "auto",

@@ -6,8 +6,10 @@
 
 PAIRS is a folder with left/ and right/ images of the same names (anything else, ground truth
 included, is ignored by the adaptation; `--eval` scores disparity/<name>.png|.pfm when present),
-or a Middlebury-style folder (im0/im1, view1/view5, <name>L/<name>R: pmt_perception/data/
-middlebury.py). No labels are used: each step takes a random crop of one pair and minimises
+a Middlebury-style folder (im0/im1, view1/view5, <name>L/<name>R: pmt_perception/data/
+middlebury.py), or a ROS 2 bag folder with the node's input topics (paired as the node pairs
+them; at most `bag_frames` frames, drawn evenly over the bag, are kept in memory; ground truth
+topics in the bag serve `--eval` only). No labels are used: each step takes a random crop of one pair and minimises
 the photometric error of the left image against the right one warped by the predicted
 disparity (masked outside the image and where the network's own left-right check fails), an
 edge-aware smoothness term, sparse L1 to OpenCV SGBM's confident pixels, and the KL divergence
@@ -37,6 +39,8 @@ from . import photometric as P
 from .checkpoint import (CheckpointError, load_checkpoint, load_model, model_config_of,
                          save_checkpoint)
 from .config import config_dir, load_yaml
+from .data.bag import read_stereo_frames
+from .data.bag_io import BagError
 from .data.io import decode_disparity_png, read_json, read_png_raw, read_rgb
 from .data.middlebury import MiddleburyLayout, Middlebury, find_scenes, read_pfm
 from .inference import Predictor, resolve_device
@@ -69,6 +73,7 @@ class AdaptSettings:
     sgbm: dict
     cache_pairs: int
     save_every: int
+    bag_frames: int
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -79,6 +84,8 @@ class AdaptSettings:
             raise ValueError(f"adapt: crop must be multiples of 32 (>= 32) or [0, 0], got {list(self.crop)}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"adapt: precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.bag_frames < 1:
+            raise ValueError(f"adapt: bag_frames must be >= 1, got {self.bag_frames}")
         unknown = set(self.weights) - {"photometric", "smoothness", "distillation", "proxy"}
         if unknown:
             raise ValueError(f"adapt: unknown loss weights {sorted(unknown)}")
@@ -131,19 +138,23 @@ class PairSource:
     left: Path
     right: Path
     ground_truth: Optional[Path] = None
-    gt_kind: str = "none"         # png16 | pfm | middlebury | none
+    gt_kind: str = "none"         # png16 | pfm | middlebury | bag | none
     gt_scale: float = 256.0
     middlebury: Optional[tuple] = None    # (Middlebury dataset, index) for middlebury GT
+    frame: Any = None                     # data.bag.StereoFrame: a bag's pair, in memory
 
 
-def list_pairs(source: Path) -> list[PairSource]:
-    """Pairs in a left/ + right/ folder or a Middlebury-style folder; ValueError otherwise."""
+def list_pairs(source: Path, *, bag_frames: int = 200, seed: int = 0) -> list[PairSource]:
+    """Pairs in a left/ + right/ folder, a Middlebury-style folder or a ROS 2 bag folder;
+    ValueError otherwise."""
     source = Path(source)
     if not source.exists():
         raise ValueError(f"adapt --data: {source} does not exist")
     if source.is_file():
-        raise ValueError(f"adapt --data: {source} is a file; bags are not read yet: pass a folder "
-                         "with left/ and right/ images (or a Middlebury scene folder)")
+        raise ValueError(f"adapt --data: {source} is a file: pass a folder with left/ and right/ "
+                         "images, a Middlebury scene folder or a ROS 2 bag folder")
+    if (source / "metadata.yaml").is_file():
+        return _bag_pairs(source, limit=bag_frames, seed=seed)
     if (source / "left").is_dir() and (source / "right").is_dir():
         return _folder_pairs(source)
     if find_scenes(source):
@@ -153,7 +164,33 @@ def list_pairs(source: Path) -> list[PairSource]:
                            "middlebury", middlebury=(dataset, i))
                 for i, scene in enumerate(dataset.scenes)]
     raise ValueError(f"adapt --data: {source} holds neither left/ + right/ image folders nor a "
-                     "Middlebury scene (im0.png/im1.png, view1.png/view5.png, <name>L/<name>R)")
+                     "Middlebury scene (im0.png/im1.png, view1.png/view5.png, <name>L/<name>R) "
+                     "nor a ROS 2 bag (metadata.yaml)")
+
+
+def _bag_pairs(source: Path, *, limit: int, seed: int) -> list[PairSource]:
+    """Up to `limit` synchronized frames of the bag, drawn uniformly over the whole bag in one
+    pass (reservoir sampling, seeded: the same bag and seed keep the same frames), in stamp
+    order. A bag is a stream of any length; memory stays bounded by `limit` pairs."""
+    generator = np.random.default_rng(seed)
+    kept: list = []
+    try:
+        for seen, frame in enumerate(read_stereo_frames(source)):
+            if len(kept) < limit:
+                kept.append(frame)
+            else:
+                slot = int(generator.integers(0, seen + 1))
+                if slot < limit:
+                    kept[slot] = frame
+    except BagError as error:
+        raise ValueError(f"adapt --data: {error}") from None
+    if not kept:
+        raise ValueError(f"adapt --data: bag {source} holds no synchronized stereo frames on the "
+                         "node's input topics")
+    kept.sort(key=lambda frame: frame.stamp_ns)
+    return [PairSource(f"stamp_{frame.stamp_ns}", source, source,
+                       gt_kind="bag" if frame.disparity is not None else "none", frame=frame)
+            for frame in kept]
 
 
 def _folder_pairs(source: Path) -> list[PairSource]:
@@ -184,6 +221,8 @@ def load_pair(pair: PairSource, size: Optional[tuple[int, int]]):
         dataset, index = pair.middlebury
         raw = dataset.load(index)
         left, right, gt = raw["left"], raw["right"], raw["disparity"]
+    elif pair.frame is not None:
+        left, right, gt = pair.frame.left, pair.frame.right, pair.frame.disparity
     else:
         left, right = read_rgb(pair.left), read_rgb(pair.right)
         gt = None
@@ -425,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to adapt (.pt)")
     parser.add_argument("--data", type=Path, required=True,
-                        help="folder with left/ + right/ images, or a Middlebury-style folder")
+                        help="folder with left/ + right/ images, a Middlebury-style folder, or "
+                             "a ROS 2 bag folder with the node's input topics")
     parser.add_argument("--out", type=Path, required=True, help="adapted checkpoint to write (.pt)")
     parser.add_argument("--config", type=Path, default=None, help="settings YAML (default config/adapt.yaml)")
     parser.add_argument("--steps", type=int, default=None, help="adaptation steps")
@@ -478,7 +518,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(settings.device)
-    pairs = list_pairs(args.data)
+    pairs = list_pairs(args.data, bag_frames=settings.bag_frames, seed=settings.seed)
     model, payload = load_model(args.checkpoint)
     torch.manual_seed(settings.seed)
     adapter = Adapter(model, settings, device=device)

@@ -366,6 +366,44 @@ def test_pmt_adapt_command_checkpoint_resume_and_determinism(tmp_path, tiny_chec
         assert torch.equal(value, resumed[key]), key
 
 
+def write_synthetic_bag(tmp_path, num):
+    """A bag with the node's input topics and ground truth, written by pmt-bag-write from small
+    generated synthetic frames."""
+    import yaml
+
+    from pmt_perception.config import config_dir
+    from pmt_perception.ros.bags import writer
+
+    config = yaml.safe_load((config_dir() / "data" / "synthetic.yaml").read_text())
+    config["loader"]["size"] = [64, 128]
+    config_path = tmp_path / "synthetic_small.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    bag = tmp_path / "bag"
+    assert writer.main(["--out", str(bag), "--num", str(num), "--data", str(config_path),
+                        "--split", "val"]) == 0
+    return bag
+
+
+def test_pmt_adapt_reads_a_bag_keeping_a_bounded_seeded_sample(tmp_path, tiny_checkpoint, capsys):
+    bag = write_synthetic_bag(tmp_path, num=5)
+    every = adapt.list_pairs(bag, bag_frames=10)
+    assert len(every) == 5 and all(p.gt_kind == "bag" for p in every)
+    stamps = [p.frame.stamp_ns for p in every]
+    assert stamps == sorted(stamps)
+    kept = adapt.list_pairs(bag, bag_frames=3, seed=1)
+    assert len(kept) == 3 and [p.name for p in kept] == [p.name for p in adapt.list_pairs(bag, bag_frames=3, seed=1)]
+    assert {p.name for p in kept} <= {p.name for p in every}
+    left, right, gt = adapt.load_pair(every[0], None)
+    assert left.shape == right.shape == (64, 128, 3) and left.dtype == np.uint8
+    assert gt.shape == (64, 128) and gt.max() > 0
+    config = small_settings(tmp_path, bag_frames=2)
+    assert adapt.main(["--checkpoint", str(tiny_checkpoint), "--data", str(bag), "--config",
+                       str(config), "--steps", "2", "--out", str(tmp_path / "bag.pt"), "--eval",
+                       "--json"]) == 0
+    assert '"after"' in capsys.readouterr().out
+    assert len(load_checkpoint(tmp_path / "bag.pt")["adapted"]["pairs"]) == 2
+
+
 def test_pmt_adapt_reports_bad_inputs(tmp_path, tiny_checkpoint, capsys):
     code = adapt.main(["--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "none"),
                        "--out", str(tmp_path / "x.pt")])
