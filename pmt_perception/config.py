@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .atomic import write_text_atomic
+
 PACKAGE = "pmt_perception"
 
 BACKBONES = ("densenet121", "resnet18", "resnet50", "resnet101", "mobilenet_v3_large", "efficientnet_b2")
@@ -207,8 +209,6 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 def dump_yaml_atomic(data: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write YAML atomically so a reader never sees half a file."""
-    from .atomic import write_text_atomic
-
     write_text_atomic(path, yaml.safe_dump(to_plain(data), sort_keys=False))
 
 

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import torch
 
+from pmt_perception.checkpoint import CheckpointError
+from pmt_perception.training.components import default_threads
 from pmt_perception.training.distributed import setup_distributed, teardown_distributed
 from pmt_perception.training.options import resolve_resume_path, resolve_settings
 from pmt_perception.training.settings import TrainConfig
+from pmt_perception.training.trainer import Trainer
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pmt_perception.checkpoint import CheckpointError
-
     config, resume, source = resolve_settings(argv, prog="pmt-train")
     context = setup_distributed(config.device)
     try:
@@ -41,9 +42,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(config: TrainConfig, resume: str | None, context, *,
           config_source: str | None = None) -> int:
-    from pmt_perception.training.components import default_threads
-    from pmt_perception.training.trainer import Trainer
-
     if config.threads is not None:
         torch.set_num_threads(default_threads(config))
     resume_path = resolve_resume_path(resume, Path(config.run_dir))

@@ -12,40 +12,13 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .labels import IGNORE_LABEL
-
-# The 19 Cityscapes evaluation classes in trainId order, with the colours of the official
-# cityscapesScripts label table (labels.py), so figures match every Cityscapes paper.
-CITYSCAPES_COLORS = (
-    (128, 64, 128),   # road
-    (244, 35, 232),   # sidewalk
-    (70, 70, 70),     # building
-    (102, 102, 156),  # wall
-    (190, 153, 153),  # fence
-    (153, 153, 153),  # pole
-    (250, 170, 30),   # traffic light
-    (220, 220, 0),    # traffic sign
-    (107, 142, 35),   # vegetation
-    (152, 251, 152),  # terrain
-    (70, 130, 180),   # sky
-    (220, 20, 60),    # person
-    (255, 0, 0),      # rider
-    (0, 0, 142),      # car
-    (0, 0, 70),       # truck
-    (0, 60, 100),     # bus
-    (0, 80, 100),     # train
-    (0, 0, 230),      # motorcycle
-    (119, 11, 32),    # bicycle
-)
+# CITYSCAPES_COLORS and cityscapes_palette live in labels.py (datasets carry the palette);
+# they stay importable from here.
+from .labels import CITYSCAPES_COLORS, IGNORE_LABEL, cityscapes_palette  # noqa: F401
 
 # The paper's disparity-error colours (Figures 8, 9, 11): blue < 3 px, green < 6 px, red beyond.
 ERROR_COLORS = {"small": (0, 0, 255), "medium": (0, 255, 0), "large": (255, 0, 0)}
 ERROR_THRESHOLDS_PX = (3.0, 6.0)
-
-
-def cityscapes_palette() -> np.ndarray:
-    """The standard Cityscapes colours of the 19 trainIds, uint8 (19, 3) RGB."""
-    return np.array(CITYSCAPES_COLORS, dtype=np.uint8)
 
 
 def distinct_palette(n: int) -> np.ndarray:
@@ -184,6 +157,8 @@ def contact_sheet(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str] | 
 
 def write_png_rgb(path, image: np.ndarray) -> None:
     """Write an RGB uint8 image as PNG atomically (temp file + rename)."""
+    # Imported here, not at the top: `data` imports every dataset (and torch, ~2 s), which the
+    # monitor node and the other callers of this module's colour functions do not need.
     from pmt_perception.data.io import write_png_atomic
 
     write_png_atomic(path, np.asarray(image)[..., ::-1])

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..labels import IGNORE_LABEL
-from ..visualize import cityscapes_palette
+from ..labels import IGNORE_LABEL, cityscapes_palette
 from .base import RawSample, StereoDataset, Transform, base_meta, require_same_size
 from .io import decode_disparity_png, read_json, read_png_raw, read_rgb
 

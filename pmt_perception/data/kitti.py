@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..visualize import cityscapes_palette
+from ..labels import cityscapes_palette
 from .base import IGNORE_LABEL, RawSample, StereoDataset, Transform, base_meta, require_same_size
 from .cityscapes import TRAIN_CLASS_NAMES, label_ids_to_train_ids
 from .io import decode_disparity_png, read_png_raw, read_rgb

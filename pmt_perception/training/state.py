@@ -19,6 +19,7 @@ import torch
 
 from pmt_perception.checkpoint import (CheckpointError, load_checkpoint, model_config_of,
                                        save_checkpoint)
+from pmt_perception.network import build_model
 
 CHECKPOINT_KIND = "training"
 
@@ -95,8 +96,6 @@ def slim_checkpoint(source: str | Path, destination: str | Path, *, half: bool =
     """A shipping checkpoint from a training one: weights (fp16 when `half`), model config,
     class names, palette, and the step and validation metrics it was chosen by."""
     payload = load_checkpoint(source)
-    from pmt_perception.network import build_model
-
     model = build_model(model_config_of(payload, source=str(source)))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v
                            for k, v in payload["model_state"].items()})
