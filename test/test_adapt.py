@@ -544,9 +544,29 @@ def test_node_wires_online_adaptation(tmp_path, tiny_checkpoint):
         while worker.stats.swaps < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert worker.stats.steps == 1 and node.predictor is not first
+
+        # ~/save_adapted over DDS (a second node publishes std_msgs/Empty): written at once.
+        from rclpy.executors import SingleThreadedExecutor
+        from std_msgs.msg import Empty
+        operator = rclpy.create_node("operator", context=context)
+        publisher = operator.create_publisher(Empty, "/stereo_seg_node/save_adapted", 1)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "online.pt").exists() and time.monotonic() < deadline:
+            publisher.publish(Empty())
+            executor.spin_once(timeout_sec=0.2)
+        assert load_checkpoint(tmp_path / "online.pt")["adapted"]["steps"] == 1
+        (tmp_path / "online.pt").unlink()
+        assert node._save_adapted()[0]                      # what the Trigger service answers
+        executor.remove_node(node)
+        operator.destroy_node()
+
         node.trigger_deactivate()
         assert node._adaptation is None
         assert load_checkpoint(tmp_path / "online.pt")["adapted"]["steps"] == 1
+        saved, message = node._save_adapted()                # nothing running: refused, clear
+        assert not saved and "not running" in message
     finally:
         if node is not None:
             node.destroy_node()

@@ -23,6 +23,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Empty
 import torch
 
 from pmt_perception import topics
@@ -87,6 +88,7 @@ class StereoSegNode(LifecycleNode):
             self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(values["diagnostics_period"], self._report_diagnostics)
         self.create_timer(0.5, self._check_sync_stall)
+        self._create_save_triggers()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> bool:
@@ -205,21 +207,51 @@ class StereoSegNode(LifecycleNode):
             self.predictor = previous
 
     def _stop_adaptation(self) -> None:
-        adaptation, self._adaptation = self._adaptation, None
+        adaptation = self._adaptation
         if adaptation is None:
             return
         if not adaptation.stop():
             self.get_logger().warning("adapt: the adaptation step did not end within 10 s")
-        path = settings_snapshot(self)["adapt_save_path"]
-        if path and self._loaded is not None:
+        if settings_snapshot(self)["adapt_save_path"]:
+            self._save_adapted()
+        self._adaptation = None
+
+    def _create_save_triggers(self) -> None:
+        """~/save_adapted writes the adapted checkpoint now: a std_srvs/Trigger service where
+        std_srvs is installed (every ROS distribution ships it; the PyPI wheels this package
+        also runs on do not), and always a std_msgs/Empty topic of the same name, so
+        `ros2 topic pub --once ~/save_adapted std_msgs/msg/Empty` works everywhere."""
+        self.create_subscription(Empty, "~/save_adapted", lambda _msg: self._save_adapted(), 1)
+        try:
+            from std_srvs.srv import Trigger
+        except ImportError:
+            return
+        def trigger(_request, response):
+            response.success, response.message = self._save_adapted()
+            return response
+        self.create_service(Trigger, "~/save_adapted", trigger)
+
+    def _save_adapted(self) -> tuple[bool, str]:
+        """(saved, message): the adaptation's current weights to adapt_save_path, atomically."""
+        adaptation, path = self._adaptation, settings_snapshot(self)["adapt_save_path"]
+        if adaptation is None or self._loaded is None or self.predictor is None:
+            message = "adapt: nothing to save: online adaptation is not running"
+        elif not path:
+            message = "adapt: nothing saved: adapt_save_path is empty"
+        else:
             try:
                 adaptation.save(path, class_names=list(self.predictor.class_names),
                                 palette=self.predictor.palette.tolist(),
                                 info={"from": self._loaded.description})
-                self.get_logger().info(f"adapt: adapted checkpoint written to {path} "
-                                       f"({adaptation.stats.steps} steps)")
-            except Exception as error:  # noqa: BLE001
-                self.get_logger().error(f"adapt: cannot write {path}: {error}")
+            except Exception as error:  # noqa: BLE001 - a full disk must not stop the node
+                message = f"adapt: cannot write {path}: {type(error).__name__}: {error}"
+                self.get_logger().error(message)
+                return False, message
+            message = f"adapt: adapted checkpoint written to {path} ({adaptation.stats.steps} steps)"
+            self.get_logger().info(message)
+            return True, message
+        self.get_logger().warning(message)
+        return False, message
 
     def _release_model(self, keep_weights: bool = False) -> None:
         """Drop the Predictor and free device memory; keep the CPU weights for re-activation."""

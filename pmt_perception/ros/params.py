@@ -106,8 +106,10 @@ PARAMETER_SPECS: dict[str, ParameterSpec] = {
                               applies="on activate", minimum=0.0, maximum=86400.0),
     "adapt_config": _S("pmt-adapt settings YAML of the online steps (loss weights, parameters, "
                        "crop); empty: config/adapt.yaml.", applies="on activate"),
-    "adapt_save_path": _S("Adapted checkpoint written atomically on deactivate; empty: not "
-                          "saved.", applies="on activate"),
+    "adapt_save_path": _S("Adapted checkpoint written atomically on deactivate and on each "
+                          "~/save_adapted request (std_srvs/Trigger service, or an "
+                          "std_msgs/Empty on the topic of that name); empty: not saved.",
+                          applies="at once"),
 }
 
 
