@@ -43,7 +43,7 @@ from pmt_perception.config import load_model_config  # noqa: E402
 from pmt_perception.export import build_tensorrt_engine, export_onnx  # noqa: E402
 from pmt_perception.inference import Predictor  # noqa: E402
 from pmt_perception.network import build_model  # noqa: E402
-from pmt_perception.network.fusion import fold_batchnorm  # noqa: E402
+from pmt_perception.network.batchnorm_folding import fold_batchnorm  # noqa: E402
 
 PAPER_TABLE9_SECONDS = 0.15          # PMT, one frame, NVIDIA A100 (paper, Table 9)
 VARIANTS = ("paper", "fast", "fast_mobile", "edge")
