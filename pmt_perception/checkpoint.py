@@ -131,8 +131,9 @@ def _check_classes(path: Path, payload: dict) -> None:
 
 
 def model_config_of(payload: dict, *, source: str = "checkpoint") -> ModelConfig:
-    # Never download weights when rebuilding a trained model: the checkpoint has them all.
-    return from_dict(ModelConfig, {**payload["model_config"], "pretrained": False}, source=source)
+    """The checkpoint's ModelConfig as stored. Its `pretrained` is the training recipe's flag:
+    build_model never reads it, so rebuilding a trained model downloads nothing."""
+    return from_dict(ModelConfig, payload["model_config"], source=source)
 
 
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu"):

@@ -1,14 +1,16 @@
 """Predictor: round trips, padding/cropping, precisions, checkpoints, bad inputs."""
+import dataclasses
 import threading
 
 import numpy as np
 import pytest
 import torch
 
-from pmt_perception.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pmt_perception.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from pmt_perception.config import load_model_config
 from pmt_perception.inference import Predictor, photometric_confidence
 from pmt_perception.network import build_model
+from pmt_perception.network import pmt
 
 SMALL = dict(backbone="resnet18", spp_f1_windows=(8, 4), spp_f2_windows=(4, 2), num_classes=5)
 
@@ -76,6 +78,22 @@ def test_checkpoint_round_trip(model, tmp_path):
                                from_model.predict(left, right).disparity, atol=1e-5)
     assert from_file.class_names == list("abcde")
     assert from_file.colorize(np.array([[4, 200]], np.uint8)).tolist() == [[[4, 4, 4], [0, 0, 0]]]
+
+
+
+def test_a_checkpoint_of_a_pretrained_recipe_loads_as_stored_without_downloading(model, tmp_path,
+                                                                                  monkeypatch):
+    def no_download(*args, **kwargs):
+        raise AssertionError("loading a checkpoint must not fetch ImageNet weights")
+
+    monkeypatch.setattr(pmt, "load_imagenet_weights", no_download)
+    config = dataclasses.replace(model.config, pretrained=True)
+    path = save_checkpoint(tmp_path / "pretrained.pt", model=model, config=config,
+                           class_names=list("abcde"), palette=[[0, 0, 0]] * 5)
+    loaded, payload = load_model(path)
+    assert loaded.config == config and payload["model_config"]["pretrained"] is True
+    reference = model.state_dict()
+    assert all(torch.equal(value, reference[key]) for key, value in loaded.state_dict().items())
 
 
 def test_fp16_weights_checkpoint_loads(model, tmp_path):
