@@ -53,15 +53,18 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 def json_ready(value: Any) -> Any:
-    """`value` as strict JSON can hold it: NaN / inf -> null, numpy and torch scalars (anything
-    with `.item()`) -> Python numbers, tuples -> lists, keys -> strings."""
+    """`value` as strict JSON can hold it: NaN / inf -> null, numpy and torch scalars -> Python
+    numbers and their arrays -> (nested) lists (anything with `.tolist()`), tuples -> lists,
+    keys -> strings."""
     if isinstance(value, dict):
         return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_ready(v) for v in value]
     plain = isinstance(value, (str, int, float, bool, type(None)))
-    if not plain and callable(getattr(value, "item", None)):
-        value = value.item()   # numpy / torch scalars, without importing either here
+    if not plain and callable(getattr(value, "tolist", None)):
+        value = value.tolist()   # numpy / torch, without importing either here
+        if isinstance(value, list):
+            return json_ready(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -31,13 +31,14 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from pmt_perception.atomic import json_ready, write_json_atomic
 from pmt_perception.baselines import SGBM_PRESETS, SGBMBaseline
 from pmt_perception.checkpoint import CheckpointError, shipped_checkpoint
 from pmt_perception.data import build_dataset, load_data_config
 from pmt_perception.data.bag_io import BagError
 from pmt_perception.evaluation.figures import write_all_figures, write_error_maps
 from pmt_perception.evaluation.frame_statistics import FrameStatistics
-from pmt_perception.evaluation.report import EvaluationAccumulator, json_safe, write_json_atomic
+from pmt_perception.evaluation.report import EvaluationAccumulator
 from pmt_perception.inference import Predictor
 from pmt_perception.network import count_parameters
 
@@ -289,14 +290,14 @@ def write_outputs(report: dict[str, Any], accumulator: Any, palette: Any, *,
     report["comparison"] = [comparison_row(method_name(description), report),
                             *(comparison_row(name, scores) for name, scores in others.items())]
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(report, args.out / "report.json")
+    write_json_atomic(args.out / "report.json", report)
     figures = write_all_figures(args.out, accumulator, np.asarray(palette, dtype=np.uint8))
     if accumulator.figure_rows:
         rows = [(method_name(description), accumulator.figure_rows),
                 *((name, other.figure_rows) for name, other, _d in baselines)]
         figures.append(write_error_maps(args.out / "error_maps.png", rows))
     if args.json:
-        print(json.dumps(json_safe(report), indent=2))
+        print(json.dumps(json_ready(report), indent=2))
     else:
         print(summary_line(report), file=sys.stderr)
         if others:

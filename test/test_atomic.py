@@ -37,9 +37,11 @@ def test_temp_path_keeps_the_suffix(tmp_path):
 
 def test_json_writer_writes_strict_json_from_numpy_and_torch(tmp_path):
     data = {"miou": float("nan"), "epe": np.float32(0.5), "count": np.int64(3),
-            "loss": torch.tensor(1.25), "size": (480, 720), 7: [float("inf"), np.bool_(True)]}
+            "loss": torch.tensor(1.25), "size": (480, 720), 7: [float("inf"), np.bool_(True)],
+            "iou": torch.tensor([0.5, float("nan")]), "counts": np.array([[1, 2]], np.int32)}
     path = write_json_atomic(tmp_path / "r" / "report.json", data)
     text = path.read_text()
     assert text.endswith("}\n") and "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"miou": None, "epe": 0.5, "count": 3, "loss": 1.25,
-                                "size": [480, 720], "7": [None, True]}
+                                "size": [480, 720], "7": [None, True], "iou": [0.5, None],
+                                "counts": [[1, 2]]}

@@ -13,20 +13,13 @@ JSON, "-" in summaries), never as a score of 0; `num_classes=0` turns segmentati
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-
-from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from pmt_perception.atomic import write_text_atomic
 from pmt_perception.metrics import DisparityMetrics, SegmentationMetrics
-
-FIGURE_KEYS = ("left", "right", "seg", "disparity", "pred_labels", "pred_disparity")
 
 def _numpy(value: Any) -> Optional[np.ndarray]:
     if value is None:
@@ -169,21 +162,3 @@ def evaluate_pairs(pairs: Iterable[tuple[dict[str, Any], Any]], *, num_classes: 
     for sample, prediction in pairs:
         accumulator.add(sample, prediction)
     return accumulator
-
-def json_safe(value: Any) -> Any:
-    """NaN / inf -> null (strict JSON), numpy and torch scalars -> Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.generic, torch.Tensor)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-def write_json_atomic(data: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    text = json.dumps(json_safe(data), indent=2, allow_nan=False)
-    write_text_atomic(path, text + "\n")
-    return path

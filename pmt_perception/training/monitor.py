@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -16,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from pmt_perception.atomic import json_ready, write_text_atomic
 from pmt_perception.visualize import (colorize_disparity, colorize_labels, contact_sheet,
                                       disparity_error_map)
 
@@ -23,26 +23,11 @@ PANEL_TITLES = ["left", "GT disparity", "pred disparity", "error (<3 / <6 / >=6 
                 "pred seg"]
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN/inf -> None (JSON has no NaN); tensors and numpy scalars -> Python numbers."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        value = value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     # One line per write + flush: a killed run leaves at most a partial last line, which
     # readers skip (see read_jsonl).
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(_json_safe(record)) + "\n")
+        handle.write(json.dumps(json_ready(record)) + "\n")
         handle.flush()
 
 
@@ -66,9 +51,7 @@ def truncate_jsonl_after(path: Path, step: int) -> None:
     whole_lines = path.read_bytes().endswith(b"\n") or path.stat().st_size == 0
     if len(kept) == len(records) and whole_lines:
         return  # nothing to drop, no torn last line to end
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def prediction_panel(sample: dict[str, torch.Tensor], palette: np.ndarray) -> np.ndarray:

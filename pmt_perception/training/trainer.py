@@ -10,7 +10,6 @@ computes the same loss, bit for bit, as step s+1 of a run that was never interru
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from pmt_perception.atomic import write_json_atomic
 from pmt_perception.checkpoint import unwrap
 from pmt_perception.config import dump_yaml_atomic, load_loss_config, to_plain
 from pmt_perception.losses import PMTLoss
@@ -29,7 +29,7 @@ from .components import (NetworkWithLoss, autocast_dtype, build_loaders, build_n
                          build_optimizer, load_data_settings, lr_factor)
 from .distributed import (DistributedContext, all_gather_objects, all_reduce_sum, barrier,
                           broadcast_flag)
-from .monitor import NullMonitor, TrainingMonitor, _json_safe
+from .monitor import NullMonitor, TrainingMonitor
 from .settings import TrainConfig
 from .validation import is_improvement, metric_mode, validate
 
@@ -180,7 +180,7 @@ class Trainer:
                    "train_seconds": self.progress["train_seconds"],
                    "world_size": context.world_size, "last_validation": self.last_metrics}
         if context.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2))
+            write_json_atomic(self.run_dir / "summary.json", summary)
         barrier(context)
         return summary
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from pmt_perception.atomic import write_json_atomic
 from pmt_perception.data.bag import ReadStatistics, read_stereo_frames
 from pmt_perception.data.bag_io import BagError, read_messages, typestore
 from pmt_perception.data.ros_messages import (image_to_numpy, raw_disparity_from_disparity_image,
@@ -30,7 +31,6 @@ from pmt_perception.data.ros_messages import (image_to_numpy, raw_disparity_from
 from pmt_perception.evaluate import build_method, prediction_pairs
 from pmt_perception.evaluation.figures import write_all_figures
 from pmt_perception.evaluation.frame_statistics import score_pairs
-from pmt_perception.evaluation.report import write_json_atomic
 from pmt_perception.ros.env import dds_environment
 from pmt_perception.ros.processes import read_log, start_module, stop_process
 from pmt_perception.ros.shutdown import StopRequest, interrupt_on_stop_signals
@@ -238,14 +238,14 @@ def _score(args, recorded: Path, played) -> int:
     for name, accumulator, report in (("live", live_accumulator, live),
                                       ("offline", offline_accumulator, offline)):
         report["method"] = description
-        write_json_atomic(report, args.out / name / "report.json")
+        write_json_atomic(args.out / name / "report.json", report)
         if not args.no_figures:
             write_all_figures(args.out / name, accumulator, palette)
     result = {"bag": str(args.bag), "recorded": str(recorded), "checkpoint": str(args.checkpoint),
               "frames_in_bag": live["frames_in_bag"], "frames_scored": live["frames_scored"],
               "dropped_stamps": live["dropped_stamps"], "player": played,
               **compare_reports(live, offline, args.tolerance)}
-    write_json_atomic(result, args.out / "closed_loop.json")
+    write_json_atomic(args.out / "closed_loop.json", result)
     print(json.dumps({k: result[k] for k in ("frames_in_bag", "frames_scored", "equal")}))
     return 0 if result["equal"] else 1
 
