@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from pmt_perception.data.base import IGNORE_LABEL
+from pmt_perception.labels import IGNORE_LABEL
 from pmt_perception.evaluation.report import evaluate_pairs
 
 __all__ = ["FrameStatistics", "score_pairs"]

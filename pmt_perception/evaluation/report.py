@@ -19,6 +19,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 import torch
 
+from pmt_perception.labels import IGNORE_LABEL
 from pmt_perception.metrics import DisparityMetrics, SegmentationMetrics
 
 def _numpy(value: Any) -> Optional[np.ndarray]:
@@ -49,8 +50,8 @@ class EvaluationAccumulator:
     """Dataset-level metrics of both segmentation heads and the disparity head, timings, and the
     first `figure_samples` pairs kept for figures."""
 
-    def __init__(self, *, num_classes: int, class_names: Sequence[str], ignore_index: int = 255,
-                 figure_samples: int = 4) -> None:
+    def __init__(self, *, num_classes: int, class_names: Sequence[str],
+                 ignore_index: int = IGNORE_LABEL, figure_samples: int = 4) -> None:
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.class_names = list(class_names)
@@ -154,7 +155,7 @@ class EvaluationAccumulator:
         }
 
 def evaluate_pairs(pairs: Iterable[tuple[dict[str, Any], Any]], *, num_classes: int,
-                   class_names: Sequence[str], ignore_index: int = 255,
+                   class_names: Sequence[str], ignore_index: int = IGNORE_LABEL,
                    figure_samples: int = 4) -> EvaluationAccumulator:
     """Feed every (sample, prediction) pair to a new accumulator and return it."""
     accumulator = EvaluationAccumulator(num_classes=num_classes, class_names=class_names,

@@ -17,13 +17,13 @@ from stereo_msgs.msg import DisparityImage
 
 from pmt_perception import topics
 from pmt_perception.geometry import subsample
+from pmt_perception.labels import IGNORE_LABEL
 from pmt_perception.ros.conversions import make_disparity_image, make_pointcloud2, numpy_to_image
 from pmt_perception.ros.qos import latched_qos
 
 __all__ = ["IGNORE_LABEL", "CLASSES_TOPIC", "OUTPUT_TOPICS", "OutputSettings", "OutputPublishers",
            "classes_message"]
 
-IGNORE_LABEL = 255  # "unlabeled" in seg: never a class id (the network predicts < 255 classes)
 CLASSES_TOPIC = topics.SEG_CLASSES
 # topic -> (message type, the parameter that switches it on)
 OUTPUT_TOPICS = {

@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
+from pmt_perception.labels import IGNORE_LABEL
 from pmt_perception.metrics import DisparityMetrics, SegmentationMetrics
 
 from .distributed import DistributedContext, all_reduce_sum
@@ -46,7 +47,7 @@ def pad_to_network(batch: torch.Tensor, min_size: int, multiple: int = 32) -> to
 @torch.no_grad()
 def validate(network: torch.nn.Module, criterion: torch.nn.Module, loader: Any, *,
              context: DistributedContext, autocast_dtype: Optional[torch.dtype],
-             channels_last: bool, num_classes: int, ignore_index: int = 255,
+             channels_last: bool, num_classes: int, ignore_index: int = IGNORE_LABEL,
              keep_first: bool = True) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
     """(flat metric dict, first sample + its outputs for a figure, or None)."""
     was_training = network.training
