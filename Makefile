@@ -9,11 +9,12 @@ ROS_TOOL_TESTS ?= test/test_sync.py test/test_launch.py test/test_bag_io.py test
                   test/test_node_outputs.py test/test_ros_conversions.py test/test_ros_launch.py \
                   test/test_shutdown.py
 
-.PHONY: demo test test-fast test-without-ros2-tools venv clean help
+.PHONY: demo test test-fast test-without-ros2-tools lint venv clean help
 
 help:
 	@echo "make demo   - run the main job on the built-in default (creates .venv on first use)"
 	@echo "make test   - run the whole test suite (creates .venv on first use)"
+	@echo "make lint   - ruff (ruff.toml: pycodestyle, pyflakes, import order, bugbear) on the whole tree"
 	@echo "make venv   - only create/update the virtual environment (+ ../shared/ros2_python's ROS 2 tools)"
 	@echo "make test-without-ros2-tools - the ROS-facing tests as on a machine without those tools"
 
@@ -25,6 +26,9 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
 
 test-without-ros2-tools: venv
 	scripts/without_ros2_tools.sh $(PY) -m pytest -q -m "not slow" $(ROS_TOOL_TESTS)

@@ -1,6 +1,6 @@
 """ament_python build description; also a plain setuptools package for `pip install`."""
-from glob import glob
 import os
+from glob import glob
 
 from setuptools import find_packages, setup
 

@@ -85,8 +85,8 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise CheckpointError(f"{path}: corrupted or truncated checkpoint ({error})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a pmt_perception checkpoint (format "
-                              f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})")
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: not a pmt_perception checkpoint (format {found!r})")
     for key in ("model_state", "model_config", "class_names", "palette"):
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}")

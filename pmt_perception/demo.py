@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -45,7 +45,8 @@ def parse_args(argv):
                         help="seconds of monitoring after the first output (default 12)")
     parser.add_argument("--startup-timeout", type=float, default=90.0,
                         help="most seconds to wait for the first output (model loading)")
-    parser.add_argument("--size", type=lambda text: parse_size(text, minimum=32), default=DEFAULT_SIZE, help="HxW of the frames")
+    parser.add_argument("--size", type=lambda text: parse_size(text, minimum=32), default=DEFAULT_SIZE,
+                        help="HxW of the frames")
     parser.add_argument("--rate", type=float, default=10.0, help="camera rate, Hz (default 10)")
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
     parser.add_argument("--checkpoint", default="", help="model checkpoint (default: models/*.pt, "

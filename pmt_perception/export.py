@@ -22,8 +22,8 @@ from torch import nn
 
 from .atomic import atomic_path, write_bytes_atomic
 from .checkpoint import CheckpointError, load_model, unwrap
-from .config import ModelConfig, from_dict, to_plain
 from .cli import parse_size
+from .config import ModelConfig, from_dict, to_plain
 from .network import PMTNet, PMTOutput
 
 OUTPUT_NAMES = ("coarse_logits", "disparity", "refined_logits")

@@ -19,8 +19,8 @@ messages are built from it in ros/conversions.py, read into it in data/ros_messa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

@@ -284,5 +284,6 @@ def _default_palette(num_classes: int) -> np.ndarray:
         from .visualize import cityscapes_palette, distinct_palette
         return cityscapes_palette() if num_classes == 19 else distinct_palette(num_classes)
     except ImportError:  # visualize is optional for a bare predictor
-        warnings.warn("pmt_perception.visualize unavailable; using a grey palette", RuntimeWarning)
+        warnings.warn("pmt_perception.visualize unavailable; using a grey palette", RuntimeWarning,
+                      stacklevel=2)
         return np.stack([np.linspace(0, 255, num_classes)] * 3, 1).astype(np.uint8)

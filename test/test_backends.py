@@ -17,8 +17,8 @@ from pmt_perception import inference, runtime
 from pmt_perception.config import config_dir, load_model_config
 from pmt_perception.export import export_onnx
 from pmt_perception.inference import Predictor
-from pmt_perception.runtime import cpu_flags, cpu_has_native_bf16, resolve_runtime
 from pmt_perception.network import build_model
+from pmt_perception.runtime import cpu_flags, cpu_has_native_bf16, resolve_runtime
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 TINY = dict(spp_f1_windows=(8, 4), spp_f2_windows=(4, 2), num_classes=5)

@@ -7,9 +7,9 @@ import pytest
 
 from pmt_perception.config import from_dict
 from pmt_perception.data import SyntheticStereo, load_data_config
-from pmt_perception.data.synthetic.settings import GeneratorSettings
 from pmt_perception.data.bag import ReadStatistics, read_stereo_frames
 from pmt_perception.data.bag_io import BagError, read_messages, typestore
+from pmt_perception.data.synthetic.settings import GeneratorSettings
 from pmt_perception.ros.bags import writer
 
 SIZE = (64, 96)

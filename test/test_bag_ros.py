@@ -86,9 +86,9 @@ def test_replay_keeps_the_bag_timing_and_loses_nothing_at_the_tail(tmp_path,
 
 def test_dropped_frames_are_reported(tmp_path):
     """A recording that misses frames scores the rest and lists the missing stamps."""
+    from pmt_perception.data.bag_io import read_messages, typestore, writing_bag
     from pmt_perception.data.synthetic import CLASS_NAMES
     from pmt_perception.ros.bags.closed_loop import score_recording
-    from pmt_perception.data.bag_io import read_messages, typestore, writing_bag
 
     bag = write_bag(tmp_path / "bag", 3)
     recorded = tmp_path / "recorded"

@@ -46,7 +46,9 @@ def test_sgbm_recovers_a_known_constant_shift(preset):
     assert np.isfinite(inner).mean() > 0.9
     assert np.nanmedian(np.abs(inner - shift)) < 0.5
     # The dataset contract's float tensors give the same answer as uint8 arrays.
-    as_tensor = lambda image: torch.from_numpy(image).permute(2, 0, 1).float() / 255
+    def as_tensor(image):
+        return torch.from_numpy(image).permute(2, 0, 1).float() / 255
+
     again = SGBMBaseline(preset).predict(as_tensor(left), as_tensor(right))
     np.testing.assert_array_equal(again.disparity, prediction.disparity)
 

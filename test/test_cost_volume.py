@@ -6,8 +6,7 @@ from pmt_perception.config import load_loss_config, load_model_config
 from pmt_perception.export import export_onnx, onnx_parity
 from pmt_perception.losses import PMTLoss, disparity_distribution_loss, downsample_disparity
 from pmt_perception.network import build_model, count_parameters, to_channels_last
-from pmt_perception.network.cost_volume import (FactorizedConv3d, groupwise_correlation_volume,
-                                                soft_argmin)
+from pmt_perception.network.cost_volume import FactorizedConv3d, groupwise_correlation_volume, soft_argmin
 
 # Small-input edge: SPP windows shrunk so 64-px inputs are legal; 32 px of disparity range.
 TINY_EDGE = dict(spp_f1_windows=(8, 4), spp_f2_windows=(4, 2), max_disparity=32)
@@ -171,7 +170,8 @@ def test_downsampled_ground_truth_is_in_low_resolution_pixels():
 def test_distribution_loss_by_hand():
     target = torch.full((1, 16, 16), 12.0)      # 1.5 candidates at H/8: half on 1, half on 2
     uniform = torch.full((1, 4, 2, 2), 0.25)
-    assert disparity_distribution_loss(uniform, target).item() == pytest.approx(-torch.log(torch.tensor(0.25)).item())
+    expected = -torch.log(torch.tensor(0.25)).item()
+    assert disparity_distribution_loss(uniform, target).item() == pytest.approx(expected)
     right = torch.tensor([0.0, 0.5, 0.5, 0.0]).view(1, 4, 1, 1).expand(1, 4, 2, 2)
     # The soft target itself: cross-entropy = its entropy, log 2, the minimum.
     assert disparity_distribution_loss(right, target).item() == pytest.approx(0.6931, abs=1e-3)

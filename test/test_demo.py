@@ -1,7 +1,7 @@
 """`python -m pmt_perception.demo`: the offline path, and the real three-process graph."""
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -50,7 +50,7 @@ def test_graph_demo_reports_rates_latency_and_writes_frames(tmp_path, tiny_check
     stdout = run_demo(tmp_path, "--checkpoint", str(tiny_checkpoint), "--size", "64x96",
                       "--duration", "4", "--rate", "20", "--out", str(out), domain_id=46)
     for topic in ("seg", "disparity", "points2"):
-        line = next(l for l in stdout.splitlines() if l.strip().startswith(topic))
+        line = next(text for text in stdout.splitlines() if text.strip().startswith(topic))
         assert "Hz" in line and "latency" in line, stdout
     assert "older pairs dropped" in stdout
     overlays = sorted(out.glob("frame_*_seg_overlay.png"))

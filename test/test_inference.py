@@ -9,8 +9,7 @@ import torch
 from pmt_perception.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from pmt_perception.config import load_model_config
 from pmt_perception.inference import Predictor, photometric_confidence
-from pmt_perception.network import build_model
-from pmt_perception.network import pmt
+from pmt_perception.network import build_model, pmt
 
 SMALL = dict(backbone="resnet18", spp_f1_windows=(8, 4), spp_f2_windows=(4, 2), num_classes=5)
 
@@ -51,8 +50,13 @@ def test_padding_and_cropping_match_a_manual_padded_forward(model):
     predictor = Predictor(model, device="cpu", precision="fp32", channels_last=False)
     left, right = random_pair(50, 70, seed=1)
     out = predictor.predict(left, right)
-    to_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1).float().div(255).unsqueeze(0)
-    pad = lambda t: torch.nn.functional.pad(t, (0, 96 - 70, 0, 64 - 50), mode="replicate")
+
+    def to_tensor(a):
+        return torch.from_numpy(a).permute(2, 0, 1).float().div(255).unsqueeze(0)
+
+    def pad(t):
+        return torch.nn.functional.pad(t, (0, 96 - 70, 0, 64 - 50), mode="replicate")
+
     with torch.no_grad():
         reference = model(pad(to_tensor(left)), pad(to_tensor(right)))
     np.testing.assert_allclose(out.disparity, reference.disparity[0, 0, :50, :70].numpy(), atol=1e-4)
@@ -62,7 +66,10 @@ def test_padding_and_cropping_match_a_manual_padded_forward(model):
 def test_float_tensor_inputs_equal_uint8_inputs(model):
     predictor = Predictor(model, device="cpu")
     left, right = random_pair(64, 96, seed=2)
-    as_float = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 255
+
+    def as_float(a):
+        return torch.from_numpy(a).permute(2, 0, 1).float() / 255
+
     a = predictor.predict(left, right)
     b = predictor.predict(as_float(left), as_float(right))
     np.testing.assert_allclose(a.disparity, b.disparity, atol=1e-5)

@@ -4,11 +4,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import (confusion_matrix, jaccard_score, precision_recall_fscore_support,
-                             recall_score)
+from sklearn.metrics import confusion_matrix, jaccard_score, precision_recall_fscore_support, recall_score
 
-from pmt_perception.metrics import (CITYSCAPES_CATEGORY_NAMES, CITYSCAPES_CATEGORY_OF_TRAIN_ID,
-                                    DisparityMetrics, SegmentationMetrics, group_confusion)
+from pmt_perception.metrics import (
+    CITYSCAPES_CATEGORY_NAMES,
+    CITYSCAPES_CATEGORY_OF_TRAIN_ID,
+    DisparityMetrics,
+    SegmentationMetrics,
+    group_confusion,
+)
 
 IGNORE = 255
 

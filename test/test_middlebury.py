@@ -13,8 +13,13 @@ import pytest
 import torch
 
 from pmt_perception.data import Middlebury, build_dataset, load_data_config
-from pmt_perception.data.middlebury import (MiddleburyLayout, png_disparity_factor, read_pfm,
-                                            rescale_sample, write_pfm)
+from pmt_perception.data.middlebury import (
+    MiddleburyLayout,
+    png_disparity_factor,
+    read_pfm,
+    rescale_sample,
+    write_pfm,
+)
 from pmt_perception.evaluate import comparison_table, main, summary_line
 from pmt_perception.evaluation.report import EvaluationAccumulator
 

@@ -6,8 +6,8 @@ message layouts can be checked number for number.
 """
 import json
 import os
-from pathlib import Path
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -56,9 +56,10 @@ def rig(ros_graph_factory, ros_endpoint_factory, stereo_inputs_factory, rigged_c
         try:
             endpoint.wait_for_stamp("points2", stamp, 2.0)
             break
-        except AssertionError:
+        except AssertionError as error:
             if time.monotonic() > deadline:
-                raise AssertionError("no output from the node:\n" + graph.log("node")[-3000:])
+                raise AssertionError("no output from the node:\n"
+                                     + graph.log("node")[-3000:]) from error
     frame = {topic: endpoint.wait_for_stamp(topic, stamp, FRAME_TIMEOUT) for topic in OUTPUTS}
     yield SimpleNamespace(graph=graph, node=node, endpoint=endpoint, inputs=inputs, frame=frame,
                           stamp=stamp, rigged=rigged_checkpoint)

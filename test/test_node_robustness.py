@@ -57,7 +57,7 @@ def problem_count(rig, kind) -> int:
 
 
 def with_size(msg, width, height):
-    from pmt_perception.ros.conversions import numpy_to_image, image_to_numpy
+    from pmt_perception.ros.conversions import image_to_numpy, numpy_to_image
     resized = numpy_to_image(image_to_numpy(msg)[:height, :width].copy(), msg.encoding)
     resized.header = msg.header
     return resized

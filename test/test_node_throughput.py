@@ -4,8 +4,8 @@ stereo_source publishes 2,000 small pairs as fast as it can (best effort, the no
 QoS) to a node running the tiny network; this process listens to seg and /diagnostics and
 samples the node's resident memory.
 """
-from pathlib import Path
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,20 +1,19 @@
 """The node's parts without DDS: parameters, the newest-wins pipeline, input checks, docs."""
-from pathlib import Path
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo
 
 from pmt_perception.config import config_dir
+from pmt_perception.ros.conversions import numpy_to_image
 from pmt_perception.ros.diagnostics import PROBLEM_KINDS, ProblemLog, StageStatistics
 from pmt_perception.ros.inputs import CameraCache, InputProblem, decode_stereo_set
 from pmt_perception.ros.outputs import OUTPUT_TOPICS
 from pmt_perception.ros.params import PARAMETER_SPECS, check_value, load_defaults
-from pmt_perception.ros.stereo_source import (SOURCE_PARAMETER_SPECS, CameraModel, camera_infos,
-                                              encode)
-from pmt_perception.ros.conversions import numpy_to_image
+from pmt_perception.ros.stereo_source import SOURCE_PARAMETER_SPECS, CameraModel, camera_infos, encode
 from pmt_perception.ros.worker import FramePipeline, LatestSlot, SlotClosed
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "node.md"

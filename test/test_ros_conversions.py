@@ -13,8 +13,18 @@ from std_msgs.msg import Header
 
 from pmt_perception.geometry import StereoCamera
 from pmt_perception.ros.conversions import (
-    DEFAULT_DELTA_D, SUPPORTED_ENCODINGS, camera_from_infos, image_to_numpy, make_disparity_image,
-    make_pointcloud2, numpy_to_image, pack_rgb, pointcloud2_to_array, to_rgb8, unpack_rgb)
+    DEFAULT_DELTA_D,
+    SUPPORTED_ENCODINGS,
+    camera_from_infos,
+    image_to_numpy,
+    make_disparity_image,
+    make_pointcloud2,
+    numpy_to_image,
+    pack_rgb,
+    pointcloud2_to_array,
+    to_rgb8,
+    unpack_rgb,
+)
 
 HEADER = Header(stamp=Time(sec=12, nanosec=345), frame_id="left_camera_optical_frame")
 CAMERA = StereoCamera(fx=500.0, fy=500.0, cx_left=320.0, cx_right=314.0, cy=240.0, baseline=0.1)
@@ -279,11 +289,11 @@ def test_pointcloud2_to_array_reads_foreign_layouts():
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda p, r, l: (p[..., :2], r, l), "H x W x 3"),
-    (lambda p, r, l: (p, r[:2], l), "rgb shape"),
-    (lambda p, r, l: (p, r.astype(np.uint16), l), "uint8"),
-    (lambda p, r, l: (p, r, l[:, :2]), "labels shape"),
-    (lambda p, r, l: (p, r, l.astype(np.float32)), "integer"),
+    (lambda p, r, labels: (p[..., :2], r, labels), "H x W x 3"),
+    (lambda p, r, labels: (p, r[:2], labels), "rgb shape"),
+    (lambda p, r, labels: (p, r.astype(np.uint16), labels), "uint8"),
+    (lambda p, r, labels: (p, r, labels[:, :2]), "labels shape"),
+    (lambda p, r, labels: (p, r, labels.astype(np.float32)), "integer"),
 ])
 def test_make_pointcloud2_rejects_mismatched_inputs(change, message):
     points, rgb, labels = change(*make_cloud_inputs())

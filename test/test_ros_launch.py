@@ -7,6 +7,7 @@ ROS 2 tools are not installed (../shared/ros2_python/install.sh).
 """
 from __future__ import annotations
 
+import functools
 import signal
 import subprocess
 import threading
@@ -104,7 +105,7 @@ def test_outputs_carry_the_left_image_header(launched):
                      if stamp_of(m) in lefts), None)
 
     for topic in ("seg", "disparity"):
-        msg, left = endpoint.wait_for(lambda: output_of_a_seen_left_image(topic), 60,
+        msg, left = endpoint.wait_for(functools.partial(output_of_a_seen_left_image, topic), 60,
                                       f"{topic} of a left image the planner saw")
         assert msg.header.frame_id == left.header.frame_id == "left_camera_optical_frame"
         assert msg.header.stamp == left.header.stamp

@@ -10,8 +10,12 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from pmt_perception.ros import sync as sync_module
 from pmt_perception.ros.sync import (
-    ApproximateTimeSynchronizer, InputSynchronizer, MessageInput, TimeSynchronizer,
-    stamp_nanoseconds)
+    ApproximateTimeSynchronizer,
+    InputSynchronizer,
+    MessageInput,
+    TimeSynchronizer,
+    stamp_nanoseconds,
+)
 
 LEFT_IMAGE, RIGHT_IMAGE, LEFT_INFO, RIGHT_INFO = range(4)
 FRAME_NS = 33_333_333  # 30 Hz

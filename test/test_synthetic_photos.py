@@ -10,15 +10,18 @@ import cv2
 import numpy as np
 import pytest
 
-from pmt_perception.data.synthetic import generate_pair, load_generator_settings, render_pair
-from pmt_perception.data.synthetic import fetch_textures as fetch_cli
-from pmt_perception.data.synthetic import scene as scene_module
+from pmt_perception.data.synthetic import (
+    fetch_textures as fetch_cli,
+    generate_pair,
+    load_generator_settings,
+    render_pair,
+    scene as scene_module,
+)
 from pmt_perception.data.synthetic.camera import StereoRig
 from pmt_perception.data.synthetic.classes import CLASS_ID
 from pmt_perception.data.synthetic.geometry import Plane, Sphere
 from pmt_perception.data.synthetic.materials import make_material
-from pmt_perception.data.synthetic.photo_cache import (PhotoLibrary, fetch_textures, is_excluded,
-                                                       open_library)
+from pmt_perception.data.synthetic.photo_cache import PhotoLibrary, fetch_textures, is_excluded, open_library
 from pmt_perception.data.synthetic.photometric import CameraResponse
 from pmt_perception.data.synthetic.photos import make_seamless, photo_texture
 from pmt_perception.data.synthetic.scene import Scene
@@ -131,8 +134,8 @@ def test_library_skips_stereo_images_dropped_into_the_cache_by_hand(tmp_path):
 def test_seamless_tile_wraps_without_a_seam():
     size = 64
     ramp = np.linspace(0.0, 1.0, size, dtype=np.float32)
-    image = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], 0.5 * ramp[None, :] + 0.5 * ramp[:, None]),
-                     axis=-1).astype(np.float32)
+    channels = np.broadcast_arrays(ramp[None, :], ramp[:, None], 0.5 * ramp[None, :] + 0.5 * ramp[:, None])
+    image = np.stack(channels, axis=-1).astype(np.float32)
     tile = make_seamless(image)
     for axis in (0, 1):
         steps = np.abs(np.diff(tile, axis=axis)).max()
@@ -266,7 +269,8 @@ def test_focal_length_and_baseline_vary_per_scene_and_disparity_stays_in_bounds(
         assert pair.disparity.max() <= limit * 1.0001 and (pair.disparity > 0).all()
         # The backdrop stays a far plane behind every object, whatever fx and B are.
         sky = pair.labels == CLASS_ID["sky"]
-        low_px, high_px = (d * width / settings.scene.reference_width for d in settings.scene.backdrop_disparity_px)
+        low_px, high_px = (d * width / settings.scene.reference_width
+                           for d in settings.scene.backdrop_disparity_px)
         assert low_px * 0.999 <= pair.disparity[sky].min() and pair.disparity[sky].max() <= high_px * 1.001
         assert pair.disparity[~sky].min() >= pair.disparity[sky].max() * 0.999  # a fronto-parallel plane
     low, high = settings.camera.focal_per_width
@@ -277,7 +281,8 @@ def test_focal_length_and_baseline_vary_per_scene_and_disparity_stays_in_bounds(
 
 
 def test_rig_draws_do_not_depend_on_image_size(settings):
-    rigs = [StereoRig.sample(np.random.default_rng(7), settings.camera, size=size) for size in ((96, 144), (192, 288))]
+    rigs = [StereoRig.sample(np.random.default_rng(7), settings.camera, size=size)
+            for size in ((96, 144), (192, 288))]
     assert rigs[1].fx == pytest.approx(2 * rigs[0].fx) and rigs[1].baseline == rigs[0].baseline
 
 
@@ -303,7 +308,8 @@ def _sphere_scene(specular: float) -> Scene:
               axis_v=np.array([0, 1.0, 0])),
         Sphere(CLASS_ID["sphere"], ball, center=np.array([0.0, 0.0, 2.0]), radius=0.6, frame=np.eye(3)),
     ]
-    return Scene(primitives=primitives, sun_direction=np.array([0.3, -0.6, -0.74]) / np.linalg.norm([0.3, -0.6, -0.74]),
+    sun = np.array([0.3, -0.6, -0.74])
+    return Scene(primitives=primitives, sun_direction=sun / np.linalg.norm(sun),
                  sun_colour=np.ones(3, np.float32), ambient_colour=np.full(3, 0.3, np.float32),
                  up=np.array([0.0, -1.0, 0.0]))
 

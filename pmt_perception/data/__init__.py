@@ -1,5 +1,6 @@
 """Datasets (Cityscapes, KITTI 2015, TrimBot2020 Garden, S-ROSeS, synthetic; Middlebury for
-disparity-only evaluation; ROS 2 bags read with rosbags, an iterable stream) and joint stereo augmentation, all returning the DESIGN.md §4 sample contract.
+disparity-only evaluation; ROS 2 bags read with rosbags, an iterable stream) and joint stereo
+augmentation, all returning the DESIGN.md §4 sample contract.
 
 Typical use (train.py / evaluate.py):
 
@@ -72,8 +73,8 @@ def build_train_sampler(dataset: StereoDataset, config: DataConfig, *, seed: int
                                num_samples=num_samples, seed=seed)
 
 
-__all__ = ["AugmentSettings", "BagStereo", "CityscapesStereo", "ClassUniformSampler", "ClassUniformSettings",
-           "DataConfig", "DATASET_NAMES", "IGNORE_LABEL", "Kitti2015", "Middlebury", "SRoses", "StereoAugment",
-           "StereoDataset", "SyntheticFolder", "SyntheticStereo", "TrimBotGarden", "build_dataset",
-           "build_train_sampler", "class_presence", "collate", "load_data_config",
-           "to_sample"]
+__all__ = ["AugmentSettings", "BagStereo", "CityscapesStereo", "ClassUniformSampler",
+           "ClassUniformSettings", "DataConfig", "DATASET_NAMES", "IGNORE_LABEL", "Kitti2015",
+           "Middlebury", "SRoses", "StereoAugment", "StereoDataset", "SyntheticFolder",
+           "SyntheticStereo", "TrimBotGarden", "build_dataset", "build_train_sampler",
+           "class_presence", "collate", "load_data_config", "to_sample"]

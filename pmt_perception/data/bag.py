@@ -31,8 +31,13 @@ from pmt_perception.topics import StereoTopics
 
 from .bag_io import BagError, bag_topics, read_messages, typestore
 from .base import IGNORE_LABEL, Transform, to_sample
-from .ros_messages import (camera_from_infos, disparity_from_message, image_to_numpy,
-                           stamp_nanoseconds, to_rgb8)
+from .ros_messages import (
+    camera_from_infos,
+    disparity_from_message,
+    image_to_numpy,
+    stamp_nanoseconds,
+    to_rgb8,
+)
 from .stamp_sync import ApproximateTimeSynchronizer, MessageInput, TimeSynchronizer
 
 __all__ = ["StereoFrame", "ReadStatistics", "SyncSettings", "node_sync_settings",

@@ -13,8 +13,8 @@ import struct
 import tempfile
 import zlib
 from contextlib import contextmanager
-from pathlib import Path
 from io import StringIO
+from pathlib import Path
 from typing import Iterable, Iterator
 
 __all__ = ["BagError", "STORAGES", "read_messages", "bag_topics", "create_writer", "writing_bag",

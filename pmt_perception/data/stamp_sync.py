@@ -24,11 +24,11 @@ Choose ``slop`` below half the frame period so neighbouring frames cannot pair u
 """
 from __future__ import annotations
 
-from bisect import insort
 import itertools
 import logging
 import threading
 import time
+from bisect import insort
 from typing import Callable
 
 from pmt_perception.data.ros_messages import stamp_nanoseconds

@@ -1,10 +1,10 @@
 """Figures a person looks at after an evaluation: per-class IoU bars, the confusion matrix, and
 the paper's Figure 8 panel (inputs, GT / predicted disparity, error map, GT / predicted
-segmentation) for the first few samples, and the error maps of several methods side by side. Matplotlib with the Agg backend (no display needed);
-every file is written to a temp name and renamed, so a viewer never opens half a PNG.
+segmentation) for the first few samples, and the error maps of several methods side by side.
+Matplotlib with the Agg backend (no display needed); every file is written to a temp name and
+renamed, so a viewer never opens half a PNG.
 """
 from __future__ import annotations
-
 
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -12,8 +12,13 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from pmt_perception.atomic import atomic_path
-from pmt_perception.visualize import (colorize_disparity, colorize_labels, contact_sheet,
-                                      disparity_error_map, write_png_rgb)
+from pmt_perception.visualize import (
+    colorize_disparity,
+    colorize_labels,
+    contact_sheet,
+    disparity_error_map,
+    write_png_rgb,
+)
 
 FIGURE8_TITLES = ["left", "right", "GT disparity", "pred disparity",
                   "error: <3 / <6 / >=6 px", "GT seg", "pred seg"]

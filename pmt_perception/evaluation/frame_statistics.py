@@ -9,8 +9,8 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from pmt_perception.labels import IGNORE_LABEL
 from pmt_perception.evaluation.report import evaluate_pairs
+from pmt_perception.labels import IGNORE_LABEL
 
 __all__ = ["FrameStatistics", "score_pairs"]
 

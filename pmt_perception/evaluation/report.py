@@ -22,6 +22,7 @@ import torch
 from pmt_perception.labels import IGNORE_LABEL
 from pmt_perception.metrics import DisparityMetrics, SegmentationMetrics
 
+
 def _numpy(value: Any) -> Optional[np.ndarray]:
     if value is None:
         return None

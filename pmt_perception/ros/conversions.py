@@ -16,9 +16,16 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOf
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
-from pmt_perception.data.ros_messages import (HOST_IS_BIGENDIAN, SUPPORTED_ENCODINGS, byte_view,
-                                              camera_from_infos, encoding_layout, image_to_numpy,
-                                              to_rgb8, with_byte_order)
+from pmt_perception.data.ros_messages import (
+    HOST_IS_BIGENDIAN,
+    SUPPORTED_ENCODINGS,
+    byte_view,
+    camera_from_infos,
+    encoding_layout,
+    image_to_numpy,
+    to_rgb8,
+    with_byte_order,
+)
 from pmt_perception.geometry import StereoCamera
 
 __all__ = [

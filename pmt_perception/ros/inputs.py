@@ -6,8 +6,8 @@ and carry on with the next frame.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -6,9 +6,9 @@ out cheapest first, so the segmentation reaches low-latency consumers before the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import json
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from sensor_msgs.msg import Image, PointCloud2

@@ -10,9 +10,9 @@ between its ``<!-- parameters:NAME -->`` and ``<!-- end parameters -->`` markers
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from pmt_perception.config import config_dir, share_dir

@@ -3,10 +3,10 @@ benchmarks: each one a separate Python process in the shared-memory-only DDS env
 from __future__ import annotations
 
 import os
-from pathlib import Path
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 __all__ = ["start_module", "stop_process", "read_log"]
 

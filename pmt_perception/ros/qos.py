@@ -1,8 +1,7 @@
 """QoS profiles of the node's inputs and outputs, from the reliability / depth parameters."""
 from __future__ import annotations
 
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 __all__ = ["input_qos", "output_qos", "latched_qos"]
 

@@ -12,9 +12,9 @@ names, and the calibration in DIR/camera/<name>.json or DIR/camera.json
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-import sys
 
 import numpy as np
 import rclpy
@@ -28,8 +28,13 @@ from pmt_perception.data.io import read_json, read_rgb
 from pmt_perception.data.synthetic import generate_pair, load_generator_settings
 from pmt_perception.geometry import StereoCamera
 from pmt_perception.ros.conversions import camera_infos, numpy_to_image
-from pmt_perception.ros.params import (ParameterSpec, declare_parameters, help_requested,
-                                       help_text, settings_snapshot)
+from pmt_perception.ros.params import (
+    ParameterSpec,
+    declare_parameters,
+    help_requested,
+    help_text,
+    settings_snapshot,
+)
 from pmt_perception.ros.qos import input_qos
 from pmt_perception.ros.shutdown import StopRequest, finish, init_rclpy, spin_until_stopped
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 from typing import Callable
 
 from pmt_perception.data.ros_messages import stamp_nanoseconds
-from pmt_perception.data.stamp_sync import (ApproximateTimeSynchronizer, MessageInput,
-                                            TimeSynchronizer)
+from pmt_perception.data.stamp_sync import ApproximateTimeSynchronizer, MessageInput, TimeSynchronizer
 
 __all__ = [
     "MessageInput", "TimeSynchronizer", "ApproximateTimeSynchronizer", "InputSynchronizer",

@@ -10,18 +10,17 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from pmt_perception.config import (from_dict, load_model_config, load_yaml, to_plain,
-                                   resolve_config_path)
+from pmt_perception.checkpoint import load_checkpoint
+from pmt_perception.config import from_dict, load_model_config, load_yaml, resolve_config_path, to_plain
 from pmt_perception.data import DataConfig, build_dataset, build_train_sampler
 from pmt_perception.losses import PMTLoss
-from pmt_perception.checkpoint import load_checkpoint
-from pmt_perception.runtime import cpu_has_native_bf16
 from pmt_perception.network import build_model, initial_weights, to_channels_last
+from pmt_perception.runtime import cpu_has_native_bf16
 
 from .distributed import DistributedContext
 from .recipes import merge
-from .settings import TrainConfig
 from .sampling import ResumableSampler, SeededSamples, collate_samples
+from .settings import TrainConfig
 
 
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:

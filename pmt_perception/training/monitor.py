@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from pmt_perception.atomic import json_ready, write_text_atomic
-from pmt_perception.visualize import (colorize_disparity, colorize_labels, contact_sheet,
-                                      disparity_error_map)
+from pmt_perception.visualize import colorize_disparity, colorize_labels, contact_sheet, disparity_error_map
 
 PANEL_TITLES = ["left", "GT disparity", "pred disparity", "error (<3 / <6 / >=6 px)", "GT seg",
                 "pred seg"]
@@ -61,7 +60,8 @@ def prediction_panel(sample: dict[str, torch.Tensor], palette: np.ndarray) -> np
     pred = sample["pred_disparity"].float().numpy()
     valid = gt > 0
     max_disp = float(gt[valid].max()) if valid.any() else max(float(pred.max()), 1.0)
-    tiles = [left, colorize_disparity(gt, max_disp), colorize_disparity(np.clip(pred, 0, None) + 1e-6, max_disp),
+    tiles = [left, colorize_disparity(gt, max_disp),
+             colorize_disparity(np.clip(pred, 0, None) + 1e-6, max_disp),
              disparity_error_map(pred, gt),
              colorize_labels(sample["seg"].numpy().astype(np.int64), palette),
              colorize_labels(sample["pred_seg"].numpy().astype(np.int64), palette)]

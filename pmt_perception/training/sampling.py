@@ -19,7 +19,6 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-
 ORDER_SLOT = 2 ** 31  # the "position" whose seed orders an epoch (no sample slot is this far)
 
 

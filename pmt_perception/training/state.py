@@ -17,8 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pmt_perception.checkpoint import (CheckpointError, load_checkpoint, model_config_of,
-                                       save_checkpoint)
+from pmt_perception.checkpoint import CheckpointError, load_checkpoint, model_config_of, save_checkpoint
 from pmt_perception.network import build_model
 
 CHECKPOINT_KIND = "training"

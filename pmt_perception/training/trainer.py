@@ -25,10 +25,16 @@ from pmt_perception.config import dump_yaml_atomic, load_loss_config, to_plain
 from pmt_perception.losses import PMTLoss
 
 from . import state as checkpoints
-from .components import (NetworkWithLoss, autocast_dtype, build_loaders, build_network,
-                         build_optimizer, load_data_settings, lr_factor)
-from .distributed import (DistributedContext, all_gather_objects, all_reduce_sum, barrier,
-                          broadcast_flag)
+from .components import (
+    NetworkWithLoss,
+    autocast_dtype,
+    build_loaders,
+    build_network,
+    build_optimizer,
+    load_data_settings,
+    lr_factor,
+)
+from .distributed import DistributedContext, all_gather_objects, all_reduce_sum, barrier, broadcast_flag
 from .monitor import NullMonitor, TrainingMonitor
 from .settings import TrainConfig
 from .validation import is_improvement, metric_mode, validate

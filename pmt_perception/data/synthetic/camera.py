@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from pmt_perception.geometry import StereoCamera
+
 from .settings import CameraSettings, check_size
 
 

@@ -6,7 +6,8 @@ import numpy as np
 # Index = label id. Every pixel gets one of these (255 "ignore" is never used: the backdrop
 # covers every ray, so every pixel has a class and a finite disparity).
 CLASS_NAMES = (
-    "sky",         # a far fronto-parallel backdrop (0.5-2 px at 720 wide): finite, tiny disparity; texture-poor
+    "sky",         # a far fronto-parallel backdrop (0.5-2 px at 720 wide): finite, tiny disparity;
+                   # texture-poor
     "ground",      # an infinite plane seen in perspective: disparity slanted along the rows
     "wall",        # thin boxes metres long at any angle: planes, often plain (ambiguous matching)
     "box",         # boxes resting on the ground, any yaw

@@ -28,8 +28,14 @@ import numpy as np
 from ...atomic import write_json_atomic
 from ...config import to_plain
 from ..base import RawSample, StereoDataset, Transform, base_meta, require_same_size
-from ..io import (decode_disparity_png, encode_disparity_png, read_json, read_png_raw, read_rgb,
-                  write_png_atomic)
+from ..io import (
+    decode_disparity_png,
+    encode_disparity_png,
+    read_json,
+    read_png_raw,
+    read_rgb,
+    write_png_atomic,
+)
 from .classes import CLASS_NAMES, PALETTE
 from .generator import SyntheticPair, generate_pair, sample_seed
 from .photo_cache import open_library

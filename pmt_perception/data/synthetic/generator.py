@@ -13,7 +13,6 @@ from .render import RenderedView, render_view
 from .scene import Scene, sample_scene
 from .settings import GeneratorSettings, check_size
 
-
 Seed = int | tuple[int, ...]
 
 # Splits draw from disjoint seed streams: (base seed, split code, index).

@@ -12,8 +12,17 @@ import numpy as np
 from .photo_cache import PhotoLibrary
 from .photos import photo_texture
 from .settings import TextureSettings
-from .textures import (Material, TextureLayer, bricks, checker, fractal_noise, hsv_colour, stripes,
-                       tint, two_colour)
+from .textures import (
+    Material,
+    TextureLayer,
+    bricks,
+    checker,
+    fractal_noise,
+    hsv_colour,
+    stripes,
+    tint,
+    two_colour,
+)
 
 POOR_CONTRAST = 0.04  # what is left of a texture on a "texture-poor" surface
 
@@ -30,8 +39,8 @@ def _macro(rng: np.random.Generator, size: int, *, strength: float, period_m: fl
 
 def sky(rng: np.random.Generator, size: int, *, texture_poor: bool) -> Material:
     overcast = rng.uniform()
-    zenith = (1 - overcast) * hsv_colour(rng.uniform(0.55, 0.62), rng.uniform(0.4, 0.7), rng.uniform(0.75, 0.95)) \
-        + overcast * hsv_colour(0.58, 0.05, rng.uniform(0.7, 0.9))
+    clear = hsv_colour(rng.uniform(0.55, 0.62), rng.uniform(0.4, 0.7), rng.uniform(0.75, 0.95))
+    zenith = (1 - overcast) * clear + overcast * hsv_colour(0.58, 0.05, rng.uniform(0.7, 0.9))
     horizon = zenith * 0.4 + hsv_colour(rng.uniform(0.05, 0.6), 0.15, 0.95) * 0.6
     clouds = fractal_noise(rng, size, beta=3.2)
     contrast = POOR_CONTRAST if texture_poor else rng.uniform(0.05, 0.35)
@@ -130,7 +139,8 @@ def sphere(rng: np.random.Generator, size: int, *, texture_poor: bool) -> Materi
 def cylinder(rng: np.random.Generator, size: int, *, texture_poor: bool) -> Material:
     colour = hsv_colour(rng.uniform(0, 1), rng.uniform(0.2, 0.9), rng.uniform(0.35, 0.9))
     if texture_poor:
-        return Material(layers=[_layer(tint(fractal_noise(rng, size, beta=2.5), colour, POOR_CONTRAST), size)])
+        noise = fractal_noise(rng, size, beta=2.5)
+        return Material(layers=[_layer(tint(noise, colour, POOR_CONTRAST), size)])
     if rng.uniform() < 0.5:  # barrel: bands around it (along v = height)
         bands = stripes(size, count=int(rng.choice([2, 4, 8])), along_v=True, sharpness=4.0)
         pattern = 0.35 * bands + 0.15 * fractal_noise(rng, size, beta=1.5)
@@ -170,7 +180,8 @@ def pole(rng: np.random.Generator, size: int, *, texture_poor: bool) -> Material
         return Material(layers=[_layer(tint(pattern + 0.03 * fractal_noise(rng, size, beta=2.0), colour, 1.0),
                                        size / rng.uniform(0.5, 1.2))])
     colour = hsv_colour(rng.uniform(0.05, 0.12), rng.uniform(0.3, 0.6), rng.uniform(0.25, 0.5))  # bark
-    return Material(layers=[_layer(tint(fractal_noise(rng, size, beta=1.2, low=4), colour, 0.35), size / 0.3)])
+    noise = fractal_noise(rng, size, beta=1.2, low=4)
+    return Material(layers=[_layer(tint(noise, colour, 0.35), size / 0.3)])
 
 
 RECIPES = {"sky": sky, "ground": ground, "wall": wall, "box": box, "sphere": sphere, "cylinder": cylinder,

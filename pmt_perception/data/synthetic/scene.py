@@ -313,7 +313,8 @@ def sample_scene(rng: np.random.Generator, settings: GeneratorSettings, rig: Ste
         return int(rng.integers(low, high + 1))
 
     backdrop_distance = placer.depth_for(rng.uniform(*scene_settings.backdrop_disparity_px))
-    sky = _scaled_sky(_material(material_rng, settings, "sky", photos), backdrop_distance / SKY_DESIGN_DISTANCE_M)
+    sky = _scaled_sky(_material(material_rng, settings, "sky", photos),
+                      backdrop_distance / SKY_DESIGN_DISTANCE_M)
     ground_axis_u = placer.right
     primitives: list = [
         Plane(CLASS_ID["sky"], sky, normal=np.array([0.0, 0.0, 1.0]),

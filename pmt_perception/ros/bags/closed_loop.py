@@ -26,8 +26,11 @@ import numpy as np
 from pmt_perception.atomic import write_json_atomic
 from pmt_perception.data.bag import ReadStatistics, read_stereo_frames
 from pmt_perception.data.bag_io import BagError, read_messages, typestore
-from pmt_perception.data.ros_messages import (image_to_numpy, raw_disparity_from_disparity_image,
-                                              stamp_nanoseconds)
+from pmt_perception.data.ros_messages import (
+    image_to_numpy,
+    raw_disparity_from_disparity_image,
+    stamp_nanoseconds,
+)
 from pmt_perception.evaluate import build_method, prediction_pairs
 from pmt_perception.evaluation.figures import write_all_figures
 from pmt_perception.evaluation.frame_statistics import score_pairs

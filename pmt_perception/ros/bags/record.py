@@ -9,8 +9,9 @@ deep history (--depth), so a reliable publisher's burst is kept rather than over
 sqlite3 bag (the default) is written in place and flushed every --flush-interval seconds: even a
 recorder killed with SIGKILL leaves a valid bag holding everything up to its last flush. MCAP
 and compressed bags can only be complete once closed, so they are written under a hidden name
-and appear under --out when closed cleanly (Ctrl-C, SIGTERM, --duration, --max-messages). Types of the node's outputs are known; other topics'
-types come from the ROS graph once a publisher appears.
+and appear under --out when closed cleanly (Ctrl-C, SIGTERM, --duration, --max-messages).
+Types of the node's outputs are known; other topics' types come from the ROS graph once a
+publisher appears.
 """
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ import time
 from pathlib import Path
 
 from pmt_perception import topics as names
-from pmt_perception.data.bag_io import (STORAGES, BagError, DurableSqliteBag, typestore,
-                                        writing_bag)
+from pmt_perception.data.bag_io import STORAGES, BagError, DurableSqliteBag, typestore, writing_bag
 from pmt_perception.data.ros_messages import DISPARITY_IMAGE, IMAGE
 from pmt_perception.ros.bags.layout import message_class
 from pmt_perception.ros.shutdown import StopRequest, finish, init_rclpy

@@ -30,8 +30,12 @@ from pmt_perception.data.base import IGNORE_LABEL
 from pmt_perception.data.ros_messages import CAMERA_INFO, DISPARITY_IMAGE, IMAGE
 from pmt_perception.data.synthetic.settings import GeneratorSettings
 from pmt_perception.geometry import StereoCamera
-from pmt_perception.ros.conversions import (camera_from_infos, camera_infos,
-                                            make_disparity_image, numpy_to_image)
+from pmt_perception.ros.conversions import (
+    camera_from_infos,
+    camera_infos,
+    make_disparity_image,
+    numpy_to_image,
+)
 from pmt_perception.topics import StereoTopics
 
 __all__ = ["build_parser", "main", "write_bag", "frame_stamps", "dataset_frames"]
