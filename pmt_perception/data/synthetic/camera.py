@@ -77,9 +77,6 @@ class StereoRig:
             disparity = (self.fx * self.baseline) / depth.astype(np.float64)
         return np.where(np.isfinite(depth) & (depth > 0), disparity, 0.0).astype(np.float32)
 
-    def depth_for_disparity(self, disparity: float) -> float:
-        return self.fx * self.baseline / disparity
-
     def project_bounds(self, low: np.ndarray, high: np.ndarray, *, eye_x: float,
                        margin: int = 2) -> tuple[int, int, int, int] | None:
         """Pixel rectangle (v0, v1, u0, u1), end-exclusive, that contains the axis-aligned box
