@@ -25,12 +25,12 @@ import datetime
 import importlib.util
 import json
 import os
-from pathlib import Path
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -72,8 +72,8 @@ def predictor_reference(options) -> dict:
     """Predictor alone: per-frame model and total time, as the node would run it."""
     import numpy as np
 
-    from pmt_perception.inference import Predictor
     from pmt_perception.checkpoint import load_network
+    from pmt_perception.inference import Predictor
 
     loaded = load_network(options.checkpoint, untrained_variant="edge", untrained_seed=0)
     predictor = Predictor(loaded.model, device="cpu", precision=options.precision or "auto",
@@ -176,10 +176,11 @@ def measure_latency(bench, frames) -> list[dict]:
     for index in range(frames):
         seen = len(bench.diagnostics)
         stamp = bench.publish()
-        if not bench.wait(lambda: stamp in bench.received["points2"], 180.0):
+        if not bench.wait(lambda stamp=stamp: stamp in bench.received["points2"], 180.0):
             print(f"frame {index}: no output (lost?), skipped", flush=True)
             continue
-        bench.wait(lambda: any("stamp_to_seg_ms_mean" in d for d in bench.diagnostics[seen:]), 10)
+        bench.wait(lambda seen=seen: any("stamp_to_seg_ms_mean" in d
+                                         for d in bench.diagnostics[seen:]), 10)
         stages = next((d for d in bench.diagnostics[seen:] if "stamp_to_seg_ms_mean" in d), {})
         record = {"e2e_seg": (bench.received["seg"][stamp] - stamp) * 1e-6,
                   **{k[:-len("_ms_mean")]: float(v) for k, v in stages.items()
@@ -260,7 +261,8 @@ def markdown(options, reference, median, throughput, command) -> str:
               f"| end to end minus Predictor time (pre + model + post) | "
               f"{median['e2e_minus_predictor']:.1f} |",
               "", f"Throughput with input at {throughput['input_hz']:.2f} Hz (faster than the "
-              f"model): node {throughput['node_hz']:.3f} Hz of /seg vs {throughput['predictor_hz_in_node']:.3f} Hz "
+              f"model): node {throughput['node_hz']:.3f} Hz of /seg vs "
+              f"{throughput['predictor_hz_in_node']:.3f} Hz "
               "= 1 / (Predictor time per frame measured inside the node in the same window). "
               f"Predictor alone in the bench process before the node started: "
               f"{reference['throughput_hz']:.3f} Hz ({reference['predict_ms']:.0f} ms a frame, "

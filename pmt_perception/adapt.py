@@ -9,7 +9,8 @@ included, is ignored by the adaptation; `--eval` scores disparity/<name>.png|.pf
 a Middlebury-style folder (im0/im1, view1/view5, <name>L/<name>R: pmt_perception/data/
 middlebury.py), or a ROS 2 bag folder with the node's input topics (paired as the node pairs
 them; at most `bag_frames` frames, drawn evenly over the bag, are kept in memory; ground truth
-topics in the bag serve `--eval` only). No labels are used: each step takes a random crop of one pair and minimises
+topics in the bag serve `--eval` only). No labels are used: each step takes a random crop of
+one pair and minimises
 the photometric error of the left image against the right one warped by the predicted
 disparity (masked outside the image and where the network's own left-right check fails), an
 edge-aware smoothness term, sparse L1 to OpenCV SGBM's confident pixels, and the KL divergence
@@ -36,16 +37,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import photometric as P
-from .checkpoint import (CheckpointError, load_checkpoint, load_model, model_config_of,
-                         save_checkpoint)
+from .checkpoint import CheckpointError, load_checkpoint, load_model, model_config_of, save_checkpoint
 from .config import config_dir, load_yaml
 from .data.bag import read_stereo_frames
 from .data.bag_io import BagError
 from .data.io import decode_disparity_png, read_json, read_png_raw, read_rgb
-from .data.middlebury import MiddleburyLayout, Middlebury, find_scenes, read_pfm
+from .data.middlebury import Middlebury, MiddleburyLayout, find_scenes, read_pfm
 from .inference import Predictor, resolve_device
-from .runtime import cpu_has_native_bf16
 from .metrics import DisparityMetrics
+from .runtime import cpu_has_native_bf16
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
 MODULE_GROUPS = ("backbone", "spp_f1", "spp_f2", "coarse_segmentation", "disparity",
@@ -454,7 +454,9 @@ def evaluate_disparity(model: torch.nn.Module, pairs: list[PairSource],
             continue
         metrics.update(predictor.predict(left, right).disparity, gt)
     scores = metrics.compute()
-    return None if scores["num_pixels"] == 0 else {k: scores[k] for k in ("d1", "epe", "bad_1", "bad_2", "num_pixels")}
+    if scores["num_pixels"] == 0:
+        return None
+    return {k: scores[k] for k in ("d1", "epe", "bad_1", "bad_2", "num_pixels")}
 
 
 # ----------------------------------------------------------------------------- command

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pmt_perception import adapt
-from pmt_perception import photometric as P
+from pmt_perception import adapt, photometric as P
 from pmt_perception.checkpoint import load_checkpoint, load_model
 
 torch.set_num_threads(1)
@@ -137,9 +136,9 @@ def test_right_disparity_by_flipping_the_swapped_pair():
     # The network must see the mirrored right image in the left slot.
     seen = {}
 
-    def spy(l, r):
-        seen["left"], seen["right"] = l, r
-        return l[:, :1]
+    def spy(left_view, right_view):
+        seen["left"], seen["right"] = left_view, right_view
+        return left_view[:, :1]
     out = P.right_disparity(spy, left, right)
     assert torch.equal(seen["left"], torch.flip(right, [-1]))
     assert torch.equal(seen["right"], torch.flip(left, [-1]))
@@ -327,7 +326,8 @@ def test_non_finite_step_is_discarded(tmp_path, tiny_checkpoint, monkeypatch):
     assert not result["applied"] and adapter.discarded == 1
     assert all(torch.equal(v, adapter.model.state_dict()[k]) for k, v in before.items())
     # parameters=disparity: only the disparity branch takes gradients.
-    assert all(p.requires_grad == n.startswith(("disparity.", "spp_f2.")) for n, p in adapter.model.named_parameters())
+    assert all(p.requires_grad == n.startswith(("disparity.", "spp_f2."))
+               for n, p in adapter.model.named_parameters())
 
 
 def test_pmt_adapt_command_checkpoint_resume_and_determinism(tmp_path, tiny_checkpoint, monkeypatch, capsys):
@@ -391,7 +391,8 @@ def test_pmt_adapt_reads_a_bag_keeping_a_bounded_seeded_sample(tmp_path, tiny_ch
     stamps = [p.frame.stamp_ns for p in every]
     assert stamps == sorted(stamps)
     kept = adapt.list_pairs(bag, bag_frames=3, seed=1)
-    assert len(kept) == 3 and [p.name for p in kept] == [p.name for p in adapt.list_pairs(bag, bag_frames=3, seed=1)]
+    again = adapt.list_pairs(bag, bag_frames=3, seed=1)
+    assert len(kept) == 3 and [p.name for p in kept] == [p.name for p in again]
     assert {p.name for p in kept} <= {p.name for p in every}
     left, right, gt = adapt.load_pair(every[0], None)
     assert left.shape == right.shape == (64, 128, 3) and left.dtype == np.uint8

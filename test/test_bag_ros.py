@@ -110,6 +110,7 @@ def test_dropped_frames_are_reported(tmp_path):
                                         for i in (0, 2)]
     assert report["segmentation"]["refined"]["miou"] == pytest.approx(1.0)  # GT scored as GT
     assert report["disparity"]["epe"] == pytest.approx(0.0, abs=1e-6)
+    assert [row["d1"] for row in report["per_frame"]] == [0.0]            # one row per frame
 
 
 def test_closed_loop_live_score_equals_offline_score(tmp_path, tiny_checkpoint):
@@ -131,6 +132,36 @@ def test_closed_loop_live_score_equals_offline_score(tmp_path, tiny_checkpoint):
     live = json.loads((out / "live" / "report.json").read_text())
     assert live["segmentation"]["refined"] is not None and live["disparity"]["epe"] is not None
     assert result["player"]["published"]["left/image_rect"] == 8
+    assert len(live["per_frame"]) == result["frames_scored"]
+    assert result["d1_over_time"] == {"live": None, "offline": None}   # < 2 x 20 frames
+
+
+def test_closed_loop_with_online_adaptation_reports_d1_per_frame(tmp_path, tiny_checkpoint):
+    """--node-param adapt:=true reaches the node: it adapts (the log says so), live may differ
+    from offline without failing the run, and each scored frame has its own D1."""
+    bag = write_bag(tmp_path / "bag", 6)
+    out = tmp_path / "loop"
+    command = [sys.executable, "-m", "pmt_perception.ros.bags.closed_loop", "--bag", str(bag),
+               "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--domain-id",
+               str(LOOP_DOMAIN_ID), "--settle", "2", "--node-param", "adapt:=true",
+               "--node-param", "adapt_every_n:=1"]
+    done = subprocess.run(command, env=shm_environment(LOOP_DOMAIN_ID, tmp_path / "ros"),
+                          capture_output=True, text=True, timeout=300)
+    node_log = read_log(out / "logs" / "node.log")
+    assert done.returncode == 0, done.stderr[-3000:] + node_log
+    assert "adapt: online adaptation" in node_log
+    live = json.loads((out / "live" / "report.json").read_text())
+    assert len(live["per_frame"]) >= 1 and all(0 <= r["d1"] <= 1 for r in live["per_frame"])
+    assert (out / "d1_over_time.png").is_file()
+
+
+def test_closed_loop_refuses_a_malformed_node_parameter(tmp_path):
+    from pmt_perception.ros.bags.closed_loop import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--bag", str(tmp_path), "--checkpoint", "x.pt", "--out", str(tmp_path / "o"),
+              "--node-param", "adapt=true"])
+    assert stopped.value.code == 2
 
 
 KILL_DOMAIN_ID = 64

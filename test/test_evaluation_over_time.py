@@ -4,8 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pmt_perception.evaluation.over_time import (d1_over_time_figure, first_and_last,
-                                                 per_frame_disparity)
+from pmt_perception.evaluation.over_time import d1_over_time_figure, first_and_last, per_frame_disparity
 
 
 def pair(index, wrong_fraction):

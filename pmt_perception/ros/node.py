@@ -13,33 +13,42 @@ are tabled in docs/node.md. Frame handling (newest wins, drops counted): worker.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import gc
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import rclpy
+import torch
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Empty
-import torch
 
 from pmt_perception import topics
 from pmt_perception.adapt import load_settings as load_adapt_settings
+from pmt_perception.checkpoint import LoadedModel, load_network
 from pmt_perception.inference import Predictor
 from pmt_perception.ros import diagnostics
 from pmt_perception.ros.adaptation import OnlineAdaptation
-from pmt_perception.ros.inputs import (CameraCache, InputProblem, check_stereo_set,
-                                      decode_stereo_set, frame_id_problem)
-from pmt_perception.checkpoint import LoadedModel, load_network
+from pmt_perception.ros.inputs import (
+    CameraCache,
+    InputProblem,
+    check_stereo_set,
+    decode_stereo_set,
+    frame_id_problem,
+)
 from pmt_perception.ros.outputs import OutputPublishers, OutputSettings, classes_message
-from pmt_perception.ros.params import (declare_parameters, help_requested, help_text,
-                                       settings_snapshot)
+from pmt_perception.ros.params import declare_parameters, help_requested, help_text, settings_snapshot
 from pmt_perception.ros.qos import input_qos, output_qos
-from pmt_perception.ros.shutdown import (StopRequest, StoppedWhileStarting, finish, init_rclpy,
-                                         spin_until_stopped)
+from pmt_perception.ros.shutdown import (
+    StoppedWhileStarting,
+    StopRequest,
+    finish,
+    init_rclpy,
+    spin_until_stopped,
+)
 from pmt_perception.ros.sync import InputSynchronizer
 from pmt_perception.ros.worker import FramePipeline
 
@@ -428,7 +437,7 @@ class StereoSegNode(LifecycleNode):
         adaptation = self._adaptation
         if adaptation is not None:
             values.update(adaptation.diagnostics())
-        for stage, (count, mean_ms, max_ms) in sorted(self._stats.drain().items()):
+        for stage, (_count, mean_ms, max_ms) in sorted(self._stats.drain().items()):
             values[f"{stage}_ms_mean"] = mean_ms
             values[f"{stage}_ms_max"] = max_ms
         new_problems = {kind: count - self._previous_problems.get(kind, 0)
