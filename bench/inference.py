@@ -46,10 +46,9 @@ sys.path.insert(0, str(ROOT))
 
 from pmt_perception.config import load_model_config  # noqa: E402  (after the path insert)
 from pmt_perception.inference import Predictor  # noqa: E402
-from pmt_perception.runtime import (backend_available, cpu_flags,  # noqa: E402
-                                    cpu_has_native_bf16, resolve_runtime)
 from pmt_perception.info import count_gflops  # noqa: E402
 from pmt_perception.network import build_model  # noqa: E402
+from pmt_perception.runtime import backend_available, cpu_flags, cpu_has_native_bf16, resolve_runtime  # noqa: E402
 
 VARIANTS = ("paper", "fast", "fast_mobile", "edge")   # those with a config/model/*.yaml run
 MAIN_SIZE = (480, 720)

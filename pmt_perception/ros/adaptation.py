@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from ..adapt import AdaptSettings, Adapter, crop_window
+from ..adapt import Adapter, AdaptSettings, crop_window
 from ..checkpoint import save_checkpoint
 
 LOG = logging.getLogger(__name__)
