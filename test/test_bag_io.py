@@ -137,3 +137,29 @@ def test_a_corrupted_mcap_chunk_is_an_error_naming_the_bag(tmp_path, capsys):
     assert evaluate.main(["--bag", str(bag), "--out", str(tmp_path / "eval"), "--device",
                           "cpu"]) == 2
     assert str(bag) in capsys.readouterr().err
+
+
+def test_cycle_repeats_a_real_pair_and_fx_baseline_fill_missing_calibration(tmp_path):
+    """A Middlebury 2006-style scene (no calib.txt) becomes a long bag: --cycle repeats its one
+    pair, --fx / --baseline give the camera_info it lacks; without them a clear refusal."""
+    import cv2
+
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    cv2.imwrite(str(scene / "thingL.png"), image)
+    cv2.imwrite(str(scene / "thingR.png"), np.roll(image, -4, axis=1))
+    cv2.imwrite(str(scene / "thingGT.png"), np.full((48, 64), 12, np.uint8))
+    common = ["--data", "middlebury", "--data-root", str(scene), "--num", "3"]
+    with pytest.raises(SystemExit, match="--fx and --baseline"):
+        writer.main(["--out", str(tmp_path / "no_calib"), "--cycle", *common])
+    with pytest.raises(SystemExit, match="has 1 samples"):
+        writer.main(["--out", str(tmp_path / "short"), "--fx", "50", "--baseline", "0.1", *common])
+    assert writer.main(["--out", str(tmp_path / "bag"), "--cycle", "--fx", "50", "--baseline",
+                        "0.1", *common]) == 0
+    frames = list(read_stereo_frames(tmp_path / "bag"))
+    assert len(frames) == 3
+    assert all(np.array_equal(f.left, frames[0].left) for f in frames)
+    assert frames[0].camera.fx == pytest.approx(50) and frames[0].camera.baseline == pytest.approx(0.1)
+    assert frames[0].disparity is not None and frames[0].disparity.max() > 0

@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", default=None, help="dataset folder (overrides the config's)")
     parser.add_argument("--split", default=None, help="split (default: the config's val_split)")
     parser.add_argument("--first", type=int, default=0, help="index of the first sample")
+    parser.add_argument("--cycle", action="store_true",
+                        help="repeat the samples in order until --num frames are written (a long "
+                             "stream from a few real pairs, e.g. for online adaptation)")
+    parser.add_argument("--fx", type=float, default=None,
+                        help="focal length (px, at the written size) for samples without "
+                             "calibration (Middlebury 2005/2006); the sample's own wins")
+    parser.add_argument("--baseline", type=float, default=None,
+                        help="baseline (m) for samples without calibration")
     parser.add_argument("--size", nargs="+", action=_SizeAction, metavar="HxW", default=None,
                         help="image size of generated synthetic frames (default: the config's)")
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second")
@@ -116,17 +124,31 @@ def dataset_frames(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         if args.size:
             raise SystemExit("pmt-bag-write: --size applies to generated synthetic frames only")
         dataset = build_dataset(config, split=split, root=root, augment=False)
+    if args.cycle:
+        for index in range(args.num):
+            yield with_camera(dataset[(args.first + index) % len(dataset)], args)
+        return
     if args.first + args.num > len(dataset):
         raise SystemExit(f"pmt-bag-write: {args.data} split {split!r} has {len(dataset)} "
                          f"samples, asked for {args.first}..{args.first + args.num - 1}")
     for index in range(args.first, args.first + args.num):
-        yield dataset[index]
+        yield with_camera(dataset[index], args)
+
+
+def with_camera(sample: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The sample with --fx / --baseline in its meta where it has none of its own."""
+    meta = dict(sample.get("meta") or {})
+    for key, value in (("fx", getattr(args, "fx", None)), ("baseline", getattr(args, "baseline", None))):
+        if meta.get(key) is None and value is not None:
+            meta[key] = value
+    return {**sample, "meta": meta}
 
 
 def _camera(sample: dict[str, Any], height: int, width: int) -> StereoCamera:
     meta = sample.get("meta") or {}
-    if "fx" not in meta or "baseline" not in meta:
-        raise SystemExit("pmt-bag-write: samples need meta fx and baseline for camera_info")
+    if meta.get("fx") is None or meta.get("baseline") is None:
+        raise SystemExit("pmt-bag-write: the samples carry no calibration (fx, baseline) for "
+                         "camera_info: pass --fx and --baseline")
     fx = float(meta["fx"])
     return StereoCamera.rectified(width=width, height=height, fx=fx, fy=float(meta.get("fy", fx)),
                        cx=float(meta.get("cx", (width - 1) / 2)),
