@@ -52,6 +52,9 @@ def parse_args(argv=None):
                         help="node parameter override (default: the node's YAML, auto)")
     parser.add_argument("--backend", default="",
                         help="node parameter override (default: the node's YAML, auto)")
+    parser.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="extra node parameter (repeatable), e.g. adapt:=true to measure the "
+                             "node's rate while it adapts online")
     parser.add_argument("--markdown", action="store_true", help="print a RESULTS.md section")
     options = parser.parse_args(argv)
     options.size = tuple(int(v) for v in options.size.lower().split("x"))
@@ -251,7 +254,9 @@ def markdown(options, reference, median, throughput, command) -> str:
              f"Command: `{command}`  ", f"Date: {datetime.date.today().isoformat()}  ",
              f"Machine: {os.cpu_count()} CPUs, no GPU, /proc/cpuinfo: {cpu_model()}.  ",
              f"Model: {reference['model']}, {reference['runtime']}, "
-             f"{options.size[0]}x{options.size[1]}, all four outputs subscribed.", "",
+             f"{options.size[0]}x{options.size[1]}, all four outputs subscribed"
+             + (f"; node parameters {', '.join(options.node_param)}" if options.node_param else "")
+             + ".", "",
              "| stage (median over frames) | ms |", "|---|---:|"]
     lines += [f"| {name} | {value:.1f} |" for name, value in rows if value is not None]
     lines += [f"| **end to end: left stamp -> /seg received (other process)** | "
@@ -289,6 +294,7 @@ def main(argv=None) -> int:
                                                       ("backend", options.backend)) if value]
     if options.checkpoint:
         params.append(f"checkpoint:={Path(options.checkpoint).resolve()}")
+    params += options.node_param
     node = start_module("pmt_perception.ros.node", env=dds_environment(
         domain_id=DOMAIN_ID, log_dir=workdir / "ros_logs"), log_path=workdir / "node.log",
         ros_arguments=[a for p in params for a in ("-p", p)])

@@ -64,7 +64,7 @@ def graph_names(endpoint) -> set[str]:
 @pytest.mark.parametrize("sig", STOP_SIGNALS, ids=lambda s: s.name)
 def test_each_node_and_command_alone(sig, tmp_path, tiny_checkpoint, small_bag,
                                      ros_graph_factory, ros_endpoint_factory):
-    from pmt_perception.ros.bags.io import bag_topics
+    from pmt_perception.data.bag_io import bag_topics
     from pmt_perception.ros.processes import start_module
 
     domain_id = 71 if sig == signal.SIGINT else 72
@@ -183,7 +183,7 @@ def generate_launch_description():
 @pytest.mark.parametrize("target", ["launch_only", "process_group"])
 def test_every_node_under_ros2_launch(target, tmp_path, colcon_workspace, tiny_checkpoint,
                                       small_bag, ros_endpoint_factory):
-    from pmt_perception.ros.bags.io import bag_topics
+    from pmt_perception.data.bag_io import bag_topics
     from pmt_perception.ros.processes import read_log
 
     domain_id = 75 if target == "launch_only" else 76
