@@ -40,3 +40,12 @@ def test_d1_over_time_figure_is_written(tmp_path):
     path = d1_over_time_figure(tmp_path / "d1.png", {"live": rows, "offline": [{"d1": 0.5}] * 30},
                                reference=0.117, reference_label="SGBM")
     assert path.is_file() and path.stat().st_size > 1000
+
+
+def test_recording_per_frame_passes_the_stream_through_and_scores_each_frame():
+    from pmt_perception.evaluation.over_time import recording_per_frame
+
+    rows = []
+    pairs = [pair(0, 0.5), pair(1, 0.0)]
+    assert list(recording_per_frame(iter(pairs), rows)) == pairs
+    assert rows == per_frame_disparity(pairs)

@@ -7,7 +7,7 @@ stream) can be compared, and plots the curve next to the unadapted model's on th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -31,6 +31,15 @@ def per_frame_disparity(pairs: Iterable[tuple[dict[str, Any], Any]]) -> list[dic
                      "d1": float(scores["d1"]), "epe": float(scores["epe"]),
                      "num_pixels": int(scores["num_pixels"])})
     return rows
+
+
+def recording_per_frame(pairs: Iterable[tuple[dict[str, Any], Any]], rows: list
+                        ) -> Iterator[tuple[dict[str, Any], Any]]:
+    """Passes `pairs` through unchanged, appending each one's per-frame row to `rows` on the
+    way, so a stream is scored frame by frame without holding its frames in memory."""
+    for pair in pairs:
+        rows.extend(per_frame_disparity([pair]))
+        yield pair
 
 
 def first_and_last(rows: Sequence[dict[str, Any]], count: int = 20) -> Optional[dict[str, Any]]:

@@ -24,7 +24,6 @@ import torch
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import Empty
 
 from pmt_perception import topics
 from pmt_perception.adapt import load_settings as load_adapt_settings
@@ -42,6 +41,7 @@ from pmt_perception.ros.inputs import (
 from pmt_perception.ros.outputs import OutputPublishers, OutputSettings, classes_message
 from pmt_perception.ros.params import declare_parameters, help_requested, help_text, settings_snapshot
 from pmt_perception.ros.qos import input_qos, output_qos
+from pmt_perception.ros.save_trigger import create_save_triggers
 from pmt_perception.ros.shutdown import (
     StoppedWhileStarting,
     StopRequest,
@@ -97,7 +97,7 @@ class StereoSegNode(LifecycleNode):
             self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(values["diagnostics_period"], self._report_diagnostics)
         self.create_timer(0.5, self._check_sync_stall)
-        self._create_save_triggers()
+        create_save_triggers(self, self._save_adapted)   # ~/save_adapted (save_trigger.py)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> bool:
@@ -224,21 +224,6 @@ class StereoSegNode(LifecycleNode):
         if settings_snapshot(self)["adapt_save_path"]:
             self._save_adapted()
         self._adaptation = None
-
-    def _create_save_triggers(self) -> None:
-        """~/save_adapted writes the adapted checkpoint now: a std_srvs/Trigger service where
-        std_srvs is installed (every ROS distribution ships it; the PyPI wheels this package
-        also runs on do not), and always a std_msgs/Empty topic of the same name, so
-        `ros2 topic pub --once ~/save_adapted std_msgs/msg/Empty` works everywhere."""
-        self.create_subscription(Empty, "~/save_adapted", lambda _msg: self._save_adapted(), 1)
-        try:
-            from std_srvs.srv import Trigger
-        except ImportError:
-            return
-        def trigger(_request, response):
-            response.success, response.message = self._save_adapted()
-            return response
-        self.create_service(Trigger, "~/save_adapted", trigger)
 
     def _save_adapted(self) -> tuple[bool, str]:
         """(saved, message): the adaptation's current weights to adapt_save_path, atomically."""

@@ -34,7 +34,12 @@ from pmt_perception.data.ros_messages import (
 from pmt_perception.evaluate import build_method, prediction_pairs
 from pmt_perception.evaluation.figures import write_all_figures
 from pmt_perception.evaluation.frame_statistics import score_pairs
-from pmt_perception.evaluation.over_time import d1_over_time_figure, first_and_last, per_frame_disparity
+from pmt_perception.evaluation.over_time import (
+    d1_over_time_figure,
+    first_and_last,
+    per_frame_disparity,
+    recording_per_frame,
+)
 from pmt_perception.ros.env import dds_environment
 from pmt_perception.ros.processes import read_log, start_module, stop_process
 from pmt_perception.ros.shutdown import StopRequest, interrupt_on_stop_signals
@@ -264,9 +269,11 @@ def _score(args, recorded: Path, played) -> int:
     # uint8 images, as the node hands them to its Predictor: the same arithmetic, bit for bit.
     frames = enumerate(read_stereo_frames(args.bag))
     samples = (frame.sample(i, tensors=False) for i, frame in frames if frame.stamp_ns in wanted)
-    offline_pairs = list(prediction_pairs(method, samples, warmup=0))
-    offline_accumulator, offline = score_pairs(offline_pairs, class_names=class_names)
-    offline["per_frame"] = per_frame_disparity(offline_pairs)
+    offline_rows: list = []
+    offline_accumulator, offline = score_pairs(
+        recording_per_frame(prediction_pairs(method, samples, warmup=0), offline_rows),
+        class_names=class_names)
+    offline["per_frame"] = offline_rows
     for name, accumulator, report in (("live", live_accumulator, live),
                                       ("offline", offline_accumulator, offline)):
         report["method"] = description
