@@ -36,11 +36,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import photometric as P
+from .adapt_replay import ReplaySettings, optional_pool, replay_loss
 from .adapt_sources import PairSource, list_pairs, load_pair, to_batch
 from .checkpoint import CheckpointError, load_checkpoint, load_model, model_config_of, save_checkpoint
 from .cli import parse_size as parse_hxw
 from .config import config_dir, load_yaml
 from .inference import Predictor, resolve_device
+from .labels import IGNORE_LABEL
 from .metrics import DisparityMetrics
 from .runtime import cpu_has_native_bf16
 
@@ -70,6 +72,7 @@ class AdaptSettings:
     cache_pairs: int
     save_every: int
     bag_frames: int
+    replay: ReplaySettings
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -96,7 +99,10 @@ def load_settings(path: Optional[Path] = None, **overrides: Any) -> AdaptSetting
     the file for unknown or missing keys."""
     path = Path(path) if path is not None else default_settings_path()
     data = load_yaml(path)
+    replay_overrides = {key: overrides.pop(f"replay_{key}", None) for key in ("weight", "data")}
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(data.get("replay"), dict):
+        data["replay"] = {**data["replay"], **{k: v for k, v in replay_overrides.items() if v is not None}}
     fields = {f.name for f in dataclasses.fields(AdaptSettings)}
     unknown, missing = set(data) - fields, fields - set(data)
     if unknown or missing:
@@ -105,6 +111,8 @@ def load_settings(path: Optional[Path] = None, **overrides: Any) -> AdaptSetting
     data["size"] = None if data["size"] is None else tuple(int(c) for c in data["size"])
     data["weights"] = {k: float(v) for k, v in data["weights"].items()}
     try:
+        if not isinstance(data["replay"], ReplaySettings):
+            data["replay"] = ReplaySettings.from_dict(data["replay"])
         return AdaptSettings(**data)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from error
@@ -199,7 +207,7 @@ class Adapter:
     A step whose loss is not finite is discarded (no update) and counted."""
 
     def __init__(self, model: torch.nn.Module, settings: AdaptSettings, *,
-                 device: torch.device) -> None:
+                 device: torch.device, class_names: Optional[list[str]] = None) -> None:
         self.settings = settings
         self.device = device
         self.model = model.to(device).eval()       # BatchNorm statistics stay frozen
@@ -214,6 +222,10 @@ class Adapter:
                                     uniqueness_ratio=settings.sgbm.get("uniqueness_ratio"),
                                     disp12_max_diff=settings.sgbm.get("disp12_max_diff"))
         self.cache: OrderedDict[Any, PreparedPair] = OrderedDict()
+        if settings.replay.enabled and class_names is None:
+            raise ValueError("adapt: replay needs the checkpoint's class names")
+        self.replay = optional_pool(settings.replay, class_names=class_names or [], device=device,
+                                    seed=settings.seed)
         self.steps_done = 0
         self.discarded = 0
 
@@ -278,8 +290,22 @@ class Adapter:
                                      + P.distillation_loss(refined, pair.teacher_refined[crop]))
         if weights.get("proxy", 0) > 0:
             terms["proxy"] = P.proxy_l1_loss(disparity, pair.proxy[crop])
-        terms["total"] = sum(weights.get(name, 0.0) * value for name, value in terms.items())
+        total = sum(weights.get(name, 0.0) * value for name, value in terms.items())
+        if self.replay is not None:
+            terms["replay"] = self.replay_term()
+            total = total + self.settings.replay.weight * terms["replay"]
+        terms["total"] = total
         return terms
+
+    def replay_term(self) -> torch.Tensor:
+        """The training task on labelled synthetic pairs (adapt_replay.py), drawn with a
+        generator seeded by the step, so a resumed run draws what the uninterrupted one would."""
+        generator = torch.Generator().manual_seed(self.settings.seed * 7_919 + self.steps_done)
+        left, right, labels, disparity = self.replay.draw(generator)
+        with self._autocast():
+            outputs = forward_padded(self.model, left, right)
+        return replay_loss(outputs, labels, disparity, ignore_index=IGNORE_LABEL,
+                           disparity_weight=self.settings.replay.disparity_weight)
 
     def step(self, pair: PreparedPair, window: tuple[slice, slice], *,
              max_loss: Optional[float] = None) -> dict[str, float]:
@@ -354,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
                              + ", ".join(MODULE_GROUPS) + ")")
     parser.add_argument("--crop", type=parse_crop, default=None,
                         help="random crop HxW per step; 0x0: whole images")
+    parser.add_argument("--replay-weight", type=float, default=None,
+                        help="weight of the labelled synthetic pairs mixed into each step; 0: none")
+    parser.add_argument("--replay-data", default=None,
+                        help="replay pairs: a synthetic generator config (name or YAML) or a "
+                             "pmt-synth folder")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda")
     parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -391,14 +422,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         parameters = [p.strip() for p in parameters.split(",") if p.strip()]
     settings = load_settings(args.config, steps=args.steps, seed=args.seed, lr=args.lr,
                              parameters=parameters, crop=args.crop, size=args.size,
-                             device=args.device, precision=args.precision)
+                             device=args.device, precision=args.precision,
+                             replay_weight=args.replay_weight, replay_data=args.replay_data)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(settings.device)
     pairs = list_pairs(args.data, bag_frames=settings.bag_frames, seed=settings.seed)
     model, payload = load_model(args.checkpoint)
     torch.manual_seed(settings.seed)
-    adapter = Adapter(model, settings, device=device)
+    adapter = Adapter(model, settings, device=device, class_names=payload["class_names"])
     adapted_info = {"from_checkpoint": str(args.checkpoint), "data": str(args.data),
                     "pairs": [p.name for p in pairs], "settings": to_plain_settings(settings)}
 
@@ -463,6 +495,7 @@ def to_plain_settings(settings: AdaptSettings) -> dict[str, Any]:
     plain = dataclasses.asdict(settings)
     plain["crop"] = list(settings.crop)
     plain["size"] = None if settings.size is None else list(settings.size)
+    plain["replay"]["size"] = list(settings.replay.size)
     return plain
 
 

@@ -488,6 +488,21 @@ def test_online_adaptation_steps_swaps_and_discards(tmp_path, tiny_checkpoint, m
     assert saved["model_config"] == payload["model_config"]
 
 
+def test_online_steps_per_pair_share_the_pairs_preparation(tmp_path, tiny_checkpoint, monkeypatch):
+    installed, proxies = [], []
+    worker = online(tmp_path, tiny_checkpoint, installed, every_n=1, steps_per_pair=3,
+                    min_swap_interval=3600.0)
+    original = P.sgbm_proxy
+    monkeypatch.setattr(P, "sgbm_proxy", lambda *a, **k: proxies.append(1) or original(*a, **k))
+    left, right = textured_pair()
+    assert worker.step(left, right)
+    assert worker.stats.steps == 3 and worker.adapter.steps_done == 3
+    assert len(proxies) == 1                      # one SGBM proxy (and teacher pass) for the pair
+    assert len(installed) == 1                    # swaps stay bounded by min_swap_interval
+    with pytest.raises(ValueError, match="adapt_steps_per_pair"):
+        online(tmp_path, tiny_checkpoint, installed, steps_per_pair=0)
+
+
 def test_online_offer_never_waits_for_a_held_step(tmp_path, tiny_checkpoint, monkeypatch):
     """While a (deliberately stuck) step holds the thread, every offer returns at once and the
     mailbox keeps only the newest pair (bounded memory)."""

@@ -2,9 +2,9 @@
 
 The node offers every synchronized pair (`offer`, non-blocking, O(1)); every `every_n`-th one
 is kept in a one-slot mailbox (a newer pair replaces an unused one: memory stays bounded). A
-background thread takes it, runs one `pmt_perception.adapt.Adapter` step on its OWN copy of the
-model (photometric + smoothness + SGBM proxy + segmentation self-distillation, the offline
-losses), and at most every `min_swap_interval` seconds hands a frozen copy of the adapted
+background thread takes it, runs `steps_per_pair` `pmt_perception.adapt.Adapter` steps (random
+crops of it) on its OWN copy of the model (the offline losses: photometric, smoothness, SGBM
+proxy, segmentation self-distillation, replay), and at most every `min_swap_interval` seconds hands a frozen copy of the adapted
 weights to `install` (the node builds a new Predictor from it in this thread and swaps the
 reference between frames). The publishing path never waits for a step. A step whose loss is
 not finite, or above `explode_factor` x the median of the recent accepted losses, is discarded
@@ -46,12 +46,16 @@ class AdaptationStats:
 class OnlineAdaptation:
     def __init__(self, model: torch.nn.Module, settings: AdaptSettings, *,
                  install: Callable[[torch.nn.Module], None], device: torch.device,
-                 every_n: int = 5, min_swap_interval: float = 2.0, explode_factor: float = 10.0,
+                 class_names: Optional[list[str]] = None, every_n: int = 5,
+                 steps_per_pair: int = 1, min_swap_interval: float = 2.0, explode_factor: float = 10.0,
                  history: int = 50) -> None:
         if every_n < 1:
             raise ValueError(f"adapt_every_n must be >= 1, got {every_n}")
+        if steps_per_pair < 1:
+            raise ValueError(f"adapt_steps_per_pair must be >= 1, got {steps_per_pair}")
+        self.steps_per_pair = steps_per_pair
         settings = dataclasses.replace(settings, cache_pairs=1)   # one pair in memory at a time
-        self.adapter = Adapter(copy.deepcopy(model), settings, device=device)
+        self.adapter = Adapter(copy.deepcopy(model), settings, device=device, class_names=class_names)
         self.settings = settings
         self.install = install
         self.every_n, self.min_swap_interval = every_n, min_swap_interval
@@ -134,15 +138,23 @@ class OnlineAdaptation:
                 self.stats.discarded += 1
 
     def step(self, left: np.ndarray, right: np.ndarray) -> bool:
-        """One adaptation step on one pair (the thread's body; public for tests)."""
-        started = time.perf_counter()
+        """The updates of one taken pair, `steps_per_pair` of them on random crops (the
+        thread's body; public for tests). True when at least one was applied."""
         index = self.stats.queued
+        generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + index)
+        applied = [self._update(("online", index), left, right, generator)
+                   for _ in range(self.steps_per_pair)]
+        return any(applied)
+
+    def _update(self, key: Any, left: np.ndarray, right: np.ndarray,
+                generator: torch.Generator) -> bool:
+        started = time.perf_counter()
         max_loss = None
         if len(self._losses) >= 5:
             max_loss = self.explode_factor * statistics.median(self._losses)
         with self._model_lock:
-            prepared = self.adapter.prepare(("online", index), left, right)
-            generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + index)
+            # Cached after the pair's first update: teacher, SGBM proxy and mask are shared.
+            prepared = self.adapter.prepare(key, left, right)
             window = crop_window(tuple(prepared.left.shape[-2:]), self.settings.crop, generator)
             result = self.adapter.step(prepared, window, max_loss=max_loss)
         self.stats.last_step_seconds = time.perf_counter() - started

@@ -101,6 +101,10 @@ PARAMETER_SPECS: dict[str, ParameterSpec] = {
     "adapt_every_n": _S("Every n-th synchronized pair goes to the adaptation thread (one-slot "
                         "mailbox: a newer pair replaces an unused one).",
                         applies="on activate", minimum=1, maximum=10000),
+    "adapt_steps_per_pair": _S("Adaptation updates made on each pair taken (each on its own "
+                               "random crop): the pair's teacher pass, SGBM proxy and occlusion "
+                               "mask are computed once and shared by them.",
+                               applies="on activate", minimum=1, maximum=100),
     "adapt_swap_interval": _S("Least seconds between two weight swaps into the predictor.",
                               applies="on activate", minimum=0.0, maximum=86400.0),
     "adapt_config": _S("pmt-adapt settings YAML of the online steps (loss weights, parameters, "
