@@ -2,13 +2,14 @@
 
 The node offers every synchronized pair (`offer`, non-blocking, O(1)); every `every_n`-th one
 is kept in a one-slot mailbox (a newer pair replaces an unused one: memory stays bounded). A
-background thread takes it, runs `steps_per_pair` `pmt_perception.adapt.Adapter` steps (random
-crops of it) on its OWN copy of the model (the offline losses: photometric, smoothness, SGBM
-proxy, segmentation self-distillation, replay), and at most every `min_swap_interval` seconds hands a frozen copy of the adapted
-weights to `install` (the node builds a new Predictor from it in this thread and swaps the
-reference between frames). The publishing path never waits for a step. A step whose loss is
-not finite, or above `explode_factor` x the median of the recent accepted losses, is discarded
-and counted. No rclpy here: the node does the ROS side (parameters, /diagnostics, service).
+background thread takes it and runs `steps_per_pair` `pmt_perception.adapt.Adapter` steps
+(random crops of it) on its OWN copy of the model, with the offline losses (photometric,
+smoothness, SGBM proxy, segmentation self-distillation, replay). At most every
+`min_swap_interval` seconds it hands a frozen copy of the adapted weights to `install` (the node
+builds a new Predictor from it in this thread and swaps the reference between frames). The
+publishing path never waits for a step. A step whose loss is not finite, or above
+`explode_factor` x the median of the recent accepted losses, is discarded and counted. No rclpy
+here: the node does the ROS side (parameters, /diagnostics, service).
 """
 from __future__ import annotations
 

@@ -194,7 +194,8 @@ class StereoSegNode(LifecycleNode):
             settings = load_adapt_settings(values["adapt_config"] or None)
             adaptation = OnlineAdaptation(
                 self._loaded.model, settings, device=self.predictor.device,
-                class_names=list(self._loaded.class_names), install=lambda model: self._install_adapted(model, values),
+                class_names=list(self._loaded.class_names),
+                install=lambda model: self._install_adapted(model, values),
                 every_n=values["adapt_every_n"], steps_per_pair=values["adapt_steps_per_pair"],
                 min_swap_interval=values["adapt_swap_interval"])
         except Exception as error:  # noqa: BLE001 - the node serves without adaptation
