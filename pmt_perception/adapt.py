@@ -24,6 +24,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import math
 import sys
 import time
 from collections import OrderedDict
@@ -59,6 +60,7 @@ DISPARITY_HEAD = ("head", "l_conv", "upsample")
 class AdaptSettings:
     steps: int
     lr: float
+    lr_schedule: str           # constant | cosine (offline runs; online steps use `lr`)
     grad_clip: float
     parameters: Any            # "disparity" | "all" | list of module names
     crop: tuple[int, int]
@@ -81,6 +83,8 @@ class AdaptSettings:
             raise ValueError(f"adapt: lr must be > 0, got {self.lr}")
         if any(c % 32 for c in self.crop) or (any(self.crop) and min(self.crop) < 32):
             raise ValueError(f"adapt: crop must be multiples of 32 (>= 32) or [0, 0], got {list(self.crop)}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"adapt: lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"adapt: precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.bag_frames < 1:
@@ -329,6 +333,14 @@ class Adapter:
         return {**{k: float(v.detach()) for k, v in terms.items()}, "applied": applied}
 
 
+def scheduled_lr(settings: AdaptSettings, step: int) -> float:
+    """The learning rate of offline step `step` (0-based): constant, or cosine from `lr` to 0
+    over `steps` (a function of the step alone, so a resumed run follows the same schedule)."""
+    if settings.lr_schedule == "constant" or settings.steps <= 0:
+        return settings.lr
+    return 0.5 * settings.lr * (1.0 + math.cos(math.pi * step / settings.steps))
+
+
 def crop_window(shape: tuple[int, int], crop: tuple[int, int],
                 generator: torch.Generator) -> tuple[slice, slice]:
     """A random crop (the whole extent where the image is smaller or the crop is 0)."""
@@ -462,6 +474,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pair = adapter.prepare(index, left, right)
         window = crop_window(tuple(pair.left.shape[-2:]), settings.crop, generator)
         adapter.steps_done = step
+        for group in adapter.optimizer.param_groups:
+            group["lr"] = scheduled_lr(settings, step)
         last = adapter.step(pair, window)
         progress.set_postfix(loss=f"{last['total']:.4f}", photo=f"{last['photometric']:.4f}",
                              discarded=adapter.discarded)

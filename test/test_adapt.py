@@ -256,6 +256,16 @@ def test_settings_file_and_errors(tmp_path):
         adapt.load_settings(bad)
     with pytest.raises(ValueError, match="crop"):
         adapt.load_settings(crop=[100, 100])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        adapt.load_settings(lr_schedule="step")
+
+
+def test_cosine_schedule_by_hand():
+    settings = adapt.load_settings(lr=1e-3, steps=4, lr_schedule="cosine")
+    assert [adapt.scheduled_lr(settings, s) for s in range(4)] == pytest.approx(
+        [1e-3, 0.5e-3 * (1 + math.cos(math.pi / 4)), 0.5e-3, 0.5e-3 * (1 + math.cos(3 * math.pi / 4))])
+    constant = adapt.load_settings(lr=2e-4, steps=4, lr_schedule="constant")
+    assert adapt.scheduled_lr(constant, 3) == 2e-4
 
 
 def test_list_pairs_folder_and_middlebury_and_errors(tmp_path):
