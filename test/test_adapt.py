@@ -242,6 +242,7 @@ def small_settings(tmp_path, **changes):
     settings.update(changes)
     import yaml
     data = yaml.safe_load(text)
+    data["replay"]["weight"] = 0.0      # tests of the replay: test_adapt_replay.py
     data.update(settings)
     path.write_text(yaml.safe_dump(data))
     return path

@@ -20,8 +20,8 @@ SETTINGS = {"weight": 1.0, "data": "synthetic", "size": [64, 96], "batch": 2, "p
             "disparity_weight": 0.5}
 
 
-def test_settings_validate_and_default_is_off():
-    assert not adapt.load_settings().replay.enabled
+def test_settings_validate_and_default_is_on():
+    assert adapt.load_settings().replay.enabled
     ReplaySettings.from_dict(SETTINGS)
     for bad, match in (({"size": [60, 96]}, "multiples of 32"), ({"batch": 0}, ">= 1"),
                        ({"weight": -1}, ">= 0"), ({"extra": 1}, "unknown keys")):
