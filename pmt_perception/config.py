@@ -56,7 +56,7 @@ class ModelConfig:
     # Keys added after the first checkpoints shipped. The defaults below exist only so that
     # those checkpoints load with the graph they were trained with; every config/model/*.yaml
     # states them.
-    # `separable`: depthwise-separable hourglasses (the `edge` variant's CPU budget).
+    # `separable`: depthwise-separable hourglasses (fewer multiply-adds; slow to train, edge.yaml).
     hourglass_conv: str = "standard"
     # Multiplier on every branch width (64, 32, 128 ... of Appendix A); backbone untouched.
     branch_width: float = 1.0
