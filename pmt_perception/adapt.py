@@ -319,7 +319,7 @@ class Adapter:
         self.optimizer.zero_grad(set_to_none=True)
         terms = self.losses(pair, window)
         total = terms["total"]
-        applied = bool(torch.isfinite(total)) and (max_loss is None or float(total) <= max_loss)
+        applied = bool(torch.isfinite(total)) and (max_loss is None or float(total.detach()) <= max_loss)
         if applied:
             total.backward()
             norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.settings.grad_clip)
