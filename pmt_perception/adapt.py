@@ -1,7 +1,7 @@
 """`pmt-adapt`: self-supervised adaptation of a checkpoint to a camera's own rectified pairs.
 
-    pmt-adapt --checkpoint models/pmt_synthetic_fast_r18.pt --data PAIRS --out adapted.pt
-    pmt-adapt --checkpoint models/pmt_synthetic_fast_r18.pt \
+    pmt-adapt --checkpoint models/pmt_synthetic_edge.pt --data PAIRS --out adapted.pt
+    pmt-adapt --checkpoint models/pmt_synthetic_edge.pt \
         --data ../shared/data/real_stereo/aloe --size 555x641 --out runs/adapt/aloe.pt --eval
 
 PAIRS is a folder with left/ and right/ images of the same names (anything else, ground truth
@@ -9,14 +9,15 @@ included, is ignored by the adaptation; `--eval` scores disparity/<name>.png|.pf
 a Middlebury-style folder (im0/im1, view1/view5, <name>L/<name>R: pmt_perception/data/
 middlebury.py), or a ROS 2 bag folder with the node's input topics (paired as the node pairs
 them; at most `bag_frames` frames, drawn evenly over the bag, are kept in memory; ground truth
-topics in the bag serve `--eval` only). No labels are used: each step takes a random crop of
-one pair and minimises
-the photometric error of the left image against the right one warped by the predicted
-disparity (masked outside the image and where the network's own left-right check fails), an
-edge-aware smoothness term, sparse L1 to OpenCV SGBM's confident pixels, and the KL divergence
-of the segmentation heads to the starting model's (so segmentation is kept). Defaults:
-config/adapt.yaml. The output is an ordinary checkpoint (same model config, class names,
-palette) with an `adapted` dict; OUT.partial.pt holds a resumable snapshot while it runs.
+topics in the bag serve `--eval` only). No labels of the camera are used: each step takes a
+random crop of one pair and minimises the photometric error of the left image against the
+right one warped by the predicted disparity (masked outside the image and where the network's
+own left-right check fails), an edge-aware smoothness term and sparse L1 to OpenCV SGBM's
+confident pixels; so that segmentation is kept, it adds the training task's loss on labelled
+synthetic pairs (replay, adapt_replay.py) and optionally the KL divergence of the segmentation
+heads to the starting model's. Defaults: config/adapt.yaml. The output is an ordinary
+checkpoint (same model config, class names, palette) with an `adapted` dict; OUT.partial.pt
+holds a resumable snapshot while it runs.
 """
 from __future__ import annotations
 
