@@ -62,6 +62,7 @@ class AdaptSettings:
     steps: int
     lr: float
     lr_schedule: str           # constant | cosine (offline runs; online steps use `lr`)
+    online_warmup_steps: int   # online: lr ramps linearly to `lr` over the first updates
     grad_clip: float
     parameters: Any            # "disparity" | "all" | list of module names
     crop: tuple[int, int]
@@ -88,6 +89,8 @@ class AdaptSettings:
             raise ValueError(f"adapt: lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"adapt: precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.online_warmup_steps < 0:
+            raise ValueError(f"adapt: online_warmup_steps must be >= 0, got {self.online_warmup_steps}")
         if self.bag_frames < 1:
             raise ValueError(f"adapt: bag_frames must be >= 1, got {self.bag_frames}")
         unknown = set(self.weights) - {"photometric", "smoothness", "distillation", "proxy"}
@@ -340,6 +343,14 @@ def scheduled_lr(settings: AdaptSettings, step: int) -> float:
     if settings.lr_schedule == "constant" or settings.steps <= 0:
         return settings.lr
     return 0.5 * settings.lr * (1.0 + math.cos(math.pi * step / settings.steps))
+
+
+def online_lr(settings: AdaptSettings, update: int) -> float:
+    """The learning rate of online update `update` (0-based): a linear warm-up to `lr` over
+    `online_warmup_steps`, then constant. Full-size first steps on all parameters made the
+    first frames of an adapting node worse before they got better (docs/adapt.md)."""
+    warmup = settings.online_warmup_steps
+    return settings.lr if warmup <= 0 else settings.lr * min(1.0, (update + 1) / warmup)
 
 
 def crop_window(shape: tuple[int, int], crop: tuple[int, int],

@@ -267,6 +267,10 @@ def test_cosine_schedule_by_hand():
         [1e-3, 0.5e-3 * (1 + math.cos(math.pi / 4)), 0.5e-3, 0.5e-3 * (1 + math.cos(3 * math.pi / 4))])
     constant = adapt.load_settings(lr=2e-4, steps=4, lr_schedule="constant")
     assert adapt.scheduled_lr(constant, 3) == 2e-4
+    warm = adapt.load_settings(lr=1e-3, online_warmup_steps=4)
+    assert [adapt.online_lr(warm, u) for u in range(6)] == pytest.approx(
+        [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert adapt.online_lr(adapt.load_settings(lr=1e-3, online_warmup_steps=0), 0) == 1e-3
 
 
 def test_list_pairs_folder_and_middlebury_and_errors(tmp_path):
@@ -510,6 +514,10 @@ def test_online_steps_per_pair_share_the_pairs_preparation(tmp_path, tiny_checkp
     assert worker.stats.steps == 3 and worker.adapter.steps_done == 3
     assert len(proxies) == 1                      # one SGBM proxy (and teacher pass) for the pair
     assert len(installed) == 1                    # swaps stay bounded by min_swap_interval
+    # The online warm-up: the third update ran at 3/warmup of the learning rate.
+    settings = worker.settings
+    assert worker.adapter.optimizer.param_groups[0]["lr"] == pytest.approx(
+        settings.lr * 3 / settings.online_warmup_steps)
     with pytest.raises(ValueError, match="adapt_steps_per_pair"):
         online(tmp_path, tiny_checkpoint, installed, steps_per_pair=0)
 
