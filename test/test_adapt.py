@@ -518,6 +518,8 @@ def test_online_steps_per_pair_share_the_pairs_preparation(tmp_path, tiny_checkp
     settings = worker.settings
     assert worker.adapter.optimizer.param_groups[0]["lr"] == pytest.approx(
         settings.lr * 3 / settings.online_warmup_steps)
+    worker._stop = True                           # stopping: no further update of a pair
+    assert not worker.step(left, right) and worker.stats.steps == 3
     with pytest.raises(ValueError, match="adapt_steps_per_pair"):
         online(tmp_path, tiny_checkpoint, installed, steps_per_pair=0)
 

@@ -143,9 +143,12 @@ class OnlineAdaptation:
         thread's body; public for tests). True when at least one was applied."""
         index = self.stats.queued
         generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + index)
-        applied = [self._update(("online", index), left, right, generator)
-                   for _ in range(self.steps_per_pair)]
-        return any(applied)
+        applied = False
+        for _ in range(self.steps_per_pair):
+            if self._stop:   # shutting down: the pair's remaining updates are dropped, so a
+                break        # stop waits for one update at most, not for steps_per_pair of them
+            applied = self._update(("online", index), left, right, generator) or applied
+        return applied
 
     def _update(self, key: Any, left: np.ndarray, right: np.ndarray,
                 generator: torch.Generator) -> bool:
