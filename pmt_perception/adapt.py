@@ -25,7 +25,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections import OrderedDict
@@ -38,11 +37,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import photometric as P
-from .adapt_replay import ReplaySettings, optional_pool, replay_loss
+from .adapt_replay import optional_pool, replay_loss
+from .adapt_settings import AdaptSettings, load_settings, parse_crop, parse_size, scheduled_lr
 from .adapt_sources import PairSource, list_pairs, load_pair, to_batch
 from .checkpoint import CheckpointError, load_checkpoint, load_model, model_config_of, save_checkpoint
-from .cli import parse_size as parse_hxw
-from .config import config_dir, load_yaml
 from .inference import Predictor, resolve_device
 from .labels import IGNORE_LABEL
 from .metrics import DisparityMetrics
@@ -54,86 +52,6 @@ DISPARITY_ONLY = ("spp_f2", "disparity")
 # Submodules of a disparity branch that run after Fdisp (regression: the head; cost volume:
 # the L conv guiding the learned upsampling and the upsampler).
 DISPARITY_HEAD = ("head", "l_conv", "upsample")
-
-
-# ----------------------------------------------------------------------------- settings
-@dataclasses.dataclass(frozen=True)
-class AdaptSettings:
-    steps: int
-    lr: float
-    lr_schedule: str           # constant | cosine (offline runs; online steps use `lr`)
-    online_warmup_steps: int   # online: lr ramps linearly to `lr` over the first updates
-    grad_clip: float
-    parameters: Any            # "disparity" | "all" | list of module names
-    crop: tuple[int, int]
-    size: Optional[tuple[int, int]]
-    precision: str
-    device: str
-    seed: int
-    weights: dict
-    occlusion: dict
-    sgbm: dict
-    cache_pairs: int
-    save_every: int
-    bag_frames: int
-    replay: ReplaySettings
-
-    def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ValueError(f"adapt: steps must be >= 0, got {self.steps}")
-        if not self.lr > 0:
-            raise ValueError(f"adapt: lr must be > 0, got {self.lr}")
-        if any(c % 32 for c in self.crop) or (any(self.crop) and min(self.crop) < 32):
-            raise ValueError(f"adapt: crop must be multiples of 32 (>= 32) or [0, 0], got {list(self.crop)}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"adapt: lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"adapt: precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if self.online_warmup_steps < 0:
-            raise ValueError(f"adapt: online_warmup_steps must be >= 0, got {self.online_warmup_steps}")
-        if self.bag_frames < 1:
-            raise ValueError(f"adapt: bag_frames must be >= 1, got {self.bag_frames}")
-        unknown = set(self.weights) - {"photometric", "smoothness", "distillation", "proxy"}
-        if unknown:
-            raise ValueError(f"adapt: unknown loss weights {sorted(unknown)}")
-
-
-def default_settings_path() -> Path:
-    return config_dir() / "adapt.yaml"
-
-
-def load_settings(path: Optional[Path] = None, **overrides: Any) -> AdaptSettings:
-    """config/adapt.yaml (or `path`) with `overrides` (None values ignored); ValueError naming
-    the file for unknown or missing keys."""
-    path = Path(path) if path is not None else default_settings_path()
-    data = load_yaml(path)
-    replay_overrides = {key: overrides.pop(f"replay_{key}", None) for key in ("weight", "data")}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    if isinstance(data.get("replay"), dict):
-        data["replay"] = {**data["replay"], **{k: v for k, v in replay_overrides.items() if v is not None}}
-    fields = {f.name for f in dataclasses.fields(AdaptSettings)}
-    unknown, missing = set(data) - fields, fields - set(data)
-    if unknown or missing:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
-    data["crop"] = tuple(int(c) for c in data["crop"])
-    data["size"] = None if data["size"] is None else tuple(int(c) for c in data["size"])
-    data["weights"] = {k: float(v) for k, v in data["weights"].items()}
-    try:
-        if not isinstance(data["replay"], ReplaySettings):
-            data["replay"] = ReplaySettings.from_dict(data["replay"])
-        return AdaptSettings(**data)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{path}: {error}") from error
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """HxW of at least 32x32 (the package's one HxW parser)."""
-    return parse_hxw(text, minimum=32)
-
-
-def parse_crop(text: str) -> tuple[int, int]:
-    """HxW, or 0x0 for whole images."""
-    return (0, 0) if text.strip() in ("0", "0x0") else parse_size(text)
 
 
 # ----------------------------------------------------------------------------- data
@@ -315,6 +233,11 @@ class Adapter:
         return replay_loss(outputs, labels, disparity, ignore_index=IGNORE_LABEL,
                            disparity_weight=self.settings.replay.disparity_weight)
 
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the next steps (offline: the cosine schedule; online: the warm-up)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def step(self, pair: PreparedPair, window: tuple[slice, slice], *,
              max_loss: Optional[float] = None) -> dict[str, float]:
         """One update; returns the loss terms (floats) and whether the step was applied. A loss
@@ -335,22 +258,6 @@ class Adapter:
             self.optimizer.zero_grad(set_to_none=True)
         self.steps_done += 1
         return {**{k: float(v.detach()) for k, v in terms.items()}, "applied": applied}
-
-
-def scheduled_lr(settings: AdaptSettings, step: int) -> float:
-    """The learning rate of offline step `step` (0-based): constant, or cosine from `lr` to 0
-    over `steps` (a function of the step alone, so a resumed run follows the same schedule)."""
-    if settings.lr_schedule == "constant" or settings.steps <= 0:
-        return settings.lr
-    return 0.5 * settings.lr * (1.0 + math.cos(math.pi * step / settings.steps))
-
-
-def online_lr(settings: AdaptSettings, update: int) -> float:
-    """The learning rate of online update `update` (0-based): a linear warm-up to `lr` over
-    `online_warmup_steps`, then constant. Full-size first steps on all parameters made the
-    first frames of an adapting node worse before they got better (docs/adapt.md)."""
-    warmup = settings.online_warmup_steps
-    return settings.lr if warmup <= 0 else settings.lr * min(1.0, (update + 1) / warmup)
 
 
 def crop_window(shape: tuple[int, int], crop: tuple[int, int],
@@ -486,8 +393,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pair = adapter.prepare(index, left, right)
         window = crop_window(tuple(pair.left.shape[-2:]), settings.crop, generator)
         adapter.steps_done = step
-        for group in adapter.optimizer.param_groups:
-            group["lr"] = scheduled_lr(settings, step)
+        adapter.set_lr(scheduled_lr(settings, step))
         last = adapter.step(pair, window)
         progress.set_postfix(loss=f"{last['total']:.4f}", photo=f"{last['photometric']:.4f}",
                              discarded=adapter.discarded)

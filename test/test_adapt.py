@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pmt_perception import adapt, photometric as P
+from pmt_perception import adapt, adapt_settings, photometric as P
 from pmt_perception.checkpoint import load_checkpoint, load_model
 
 torch.set_num_threads(1)
@@ -232,7 +232,7 @@ def write_pair_folder(root, *, disparity=4, count=1):
 
 
 def small_settings(tmp_path, **changes):
-    text = (adapt.default_settings_path()).read_text()
+    text = (adapt_settings.default_settings_path()).read_text()
     path = tmp_path / "adapt.yaml"
     path.write_text(text)
     settings = dict(crop=[0, 0], lr=1e-3, cache_pairs=2, save_every=0, precision="fp32", device="cpu",
@@ -249,28 +249,28 @@ def small_settings(tmp_path, **changes):
 
 
 def test_settings_file_and_errors(tmp_path):
-    settings = adapt.load_settings()
+    settings = adapt_settings.load_settings()
     assert settings.steps > 0 and settings.weights["photometric"] > 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: 3\n")
     with pytest.raises(ValueError, match="bad.yaml"):
-        adapt.load_settings(bad)
+        adapt_settings.load_settings(bad)
     with pytest.raises(ValueError, match="crop"):
-        adapt.load_settings(crop=[100, 100])
+        adapt_settings.load_settings(crop=[100, 100])
     with pytest.raises(ValueError, match="lr_schedule"):
-        adapt.load_settings(lr_schedule="step")
+        adapt_settings.load_settings(lr_schedule="step")
 
 
 def test_cosine_schedule_by_hand():
-    settings = adapt.load_settings(lr=1e-3, steps=4, lr_schedule="cosine")
-    assert [adapt.scheduled_lr(settings, s) for s in range(4)] == pytest.approx(
+    settings = adapt_settings.load_settings(lr=1e-3, steps=4, lr_schedule="cosine")
+    assert [adapt_settings.scheduled_lr(settings, s) for s in range(4)] == pytest.approx(
         [1e-3, 0.5e-3 * (1 + math.cos(math.pi / 4)), 0.5e-3, 0.5e-3 * (1 + math.cos(3 * math.pi / 4))])
-    constant = adapt.load_settings(lr=2e-4, steps=4, lr_schedule="constant")
-    assert adapt.scheduled_lr(constant, 3) == 2e-4
-    warm = adapt.load_settings(lr=1e-3, online_warmup_steps=4)
-    assert [adapt.online_lr(warm, u) for u in range(6)] == pytest.approx(
+    constant = adapt_settings.load_settings(lr=2e-4, steps=4, lr_schedule="constant")
+    assert adapt_settings.scheduled_lr(constant, 3) == 2e-4
+    warm = adapt_settings.load_settings(lr=1e-3, online_warmup_steps=4)
+    assert [adapt_settings.online_lr(warm, u) for u in range(6)] == pytest.approx(
         [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
-    assert adapt.online_lr(adapt.load_settings(lr=1e-3, online_warmup_steps=0), 0) == 1e-3
+    assert adapt_settings.online_lr(adapt_settings.load_settings(lr=1e-3, online_warmup_steps=0), 0) == 1e-3
 
 
 def test_list_pairs_folder_and_middlebury_and_errors(tmp_path):
@@ -301,7 +301,7 @@ def test_adaptation_lowers_photometric_loss_and_moves_disparity_to_ground_truth(
     gt = np.full(left.shape[:2], 4.0, np.float32)
     gt[:, :4] = 0
     model, _ = load_model(tiny_checkpoint)
-    settings = adapt.load_settings(small_settings(tmp_path), parameters="all")
+    settings = adapt_settings.load_settings(small_settings(tmp_path), parameters="all")
     adapter = adapt.Adapter(model, settings, device=torch.device("cpu"))
     pair = adapter.prepare(0, left, right)
     window = (slice(0, 64), slice(0, 128))
@@ -325,7 +325,7 @@ def test_adaptation_lowers_photometric_loss_and_moves_disparity_to_ground_truth(
 
 def test_non_finite_step_is_discarded(tmp_path, tiny_checkpoint, monkeypatch):
     model, _ = load_model(tiny_checkpoint)
-    settings = adapt.load_settings(small_settings(tmp_path), parameters="disparity")
+    settings = adapt_settings.load_settings(small_settings(tmp_path), parameters="disparity")
     adapter = adapt.Adapter(model, settings, device=torch.device("cpu"))
     left, right = textured_pair()
     pair = adapter.prepare("a", left, right)
@@ -436,7 +436,7 @@ def test_adapter_runs_on_the_edge_variant(tmp_path, which):
     config = load_model_config("edge", num_classes=8, spp_f1_windows=(8, 4), spp_f2_windows=(4, 2),
                                max_disparity=16)
     model = build_model(config).eval()
-    settings = adapt.load_settings(small_settings(tmp_path), parameters=which)
+    settings = adapt_settings.load_settings(small_settings(tmp_path), parameters=which)
     adapter = adapt.Adapter(model, settings, device=torch.device("cpu"))
     left, right = textured_pair()
     pair = adapter.prepare(0, left, right)
@@ -449,7 +449,7 @@ def test_disparity_head_group_leaves_segmentation_untouched(tmp_path, tiny_check
     """parameters=disparity_head adapts only what runs after Fdisp: both segmentation outputs
     stay bit-identical while the disparity changes."""
     model, _ = load_model(tiny_checkpoint)
-    settings = adapt.load_settings(small_settings(tmp_path), parameters="disparity_head")
+    settings = adapt_settings.load_settings(small_settings(tmp_path), parameters="disparity_head")
     adapter = adapt.Adapter(model, settings, device=torch.device("cpu"))
     assert all(p.requires_grad == n.startswith("disparity.head.")
                for n, p in adapter.model.named_parameters())
@@ -472,7 +472,7 @@ def online(tmp_path, tiny_checkpoint, installed, **kwargs):
     from pmt_perception.ros.adaptation import OnlineAdaptation
 
     model, _ = load_model(tiny_checkpoint)
-    settings = adapt.load_settings(small_settings(tmp_path, crop=[32, 64]), parameters="disparity")
+    settings = adapt_settings.load_settings(small_settings(tmp_path, crop=[32, 64]), parameters="disparity")
     return OnlineAdaptation(model, settings, install=installed.append, device=torch.device("cpu"),
                             **kwargs)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pmt_perception import adapt
+from pmt_perception import adapt, adapt_settings
 from pmt_perception.adapt_replay import ReplayPool, ReplaySettings, replay_loss
 from pmt_perception.checkpoint import load_model
 from pmt_perception.data.synthetic import CLASS_NAMES, load_generator_settings, write_folder
@@ -21,7 +21,7 @@ SETTINGS = {"weight": 1.0, "data": "synthetic", "size": [64, 96], "batch": 2, "p
 
 
 def test_settings_validate_and_default_is_on():
-    assert adapt.load_settings().replay.enabled
+    assert adapt_settings.load_settings().replay.enabled
     ReplaySettings.from_dict(SETTINGS)
     for bad, match in (({"size": [60, 96]}, "multiples of 32"), ({"batch": 0}, ">= 1"),
                        ({"weight": -1}, ">= 0"), ({"extra": 1}, "unknown keys")):
@@ -79,7 +79,7 @@ def test_adapter_step_with_replay_is_deterministic(tmp_path, tiny_checkpoint):
 
     def run_steps():
         model, payload = load_model(tiny_checkpoint)
-        settings = adapt.load_settings(config, parameters="all")
+        settings = adapt_settings.load_settings(config, parameters="all")
         adapter = adapt.Adapter(model, settings, device=torch.device("cpu"),
                                 class_names=payload["class_names"])
         pair = adapter.prepare(0, left, right)
@@ -92,4 +92,4 @@ def test_adapter_step_with_replay_is_deterministic(tmp_path, tiny_checkpoint):
     assert all(torch.equal(v, state_again[k]) for k, v in state.items())
     model, _ = load_model(tiny_checkpoint)
     with pytest.raises(ValueError, match="class names"):
-        adapt.Adapter(model, adapt.load_settings(config), device=torch.device("cpu"))
+        adapt.Adapter(model, adapt_settings.load_settings(config), device=torch.device("cpu"))

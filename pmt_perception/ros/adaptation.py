@@ -26,7 +26,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from ..adapt import Adapter, AdaptSettings, crop_window, online_lr
+from ..adapt import Adapter, crop_window
+from ..adapt_settings import AdaptSettings, online_lr
 from ..checkpoint import save_checkpoint
 
 LOG = logging.getLogger(__name__)
@@ -160,8 +161,7 @@ class OnlineAdaptation:
             # Cached after the pair's first update: teacher, SGBM proxy and mask are shared.
             prepared = self.adapter.prepare(key, left, right)
             window = crop_window(tuple(prepared.left.shape[-2:]), self.settings.crop, generator)
-            for group in self.adapter.optimizer.param_groups:
-                group["lr"] = online_lr(self.settings, self.adapter.steps_done)
+            self.adapter.set_lr(online_lr(self.settings, self.adapter.steps_done))
             result = self.adapter.step(prepared, window, max_loss=max_loss)
         self.stats.last_step_seconds = time.perf_counter() - started
         if not result["applied"]:

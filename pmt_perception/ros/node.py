@@ -26,7 +26,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import CameraInfo, Image
 
 from pmt_perception import topics
-from pmt_perception.adapt import load_settings as load_adapt_settings
+from pmt_perception.adapt_settings import load_settings as load_adapt_settings
 from pmt_perception.checkpoint import LoadedModel, load_network
 from pmt_perception.inference import Predictor
 from pmt_perception.ros import diagnostics
