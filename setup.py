@@ -51,7 +51,7 @@ setup(
     ],
     install_requires=["setuptools", "numpy", "pyyaml"],
     # Optional CPU runtimes: `backend: auto` takes the fastest installed (docs/performance.md).
-    extras_require={"runtimes": ["openvino", "onnxruntime"]},
+    extras_require={"runtimes": ["openvino", "onnxruntime", "nncf"]},
     zip_safe=True,
     maintainer="pmt_perception maintainers",
     maintainer_email="maintainers@pmt-perception.dev",

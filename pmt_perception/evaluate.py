@@ -41,6 +41,7 @@ from pmt_perception.evaluation.frame_statistics import FrameStatistics
 from pmt_perception.evaluation.report import EvaluationAccumulator
 from pmt_perception.inference import Predictor
 from pmt_perception.network import count_parameters
+from pmt_perception.runtime import BACKENDS
 
 # Loader keys of config/data/bag.yaml that have command-line options (--left-image-topic, ...).
 BAG_TOPIC_KEYS = ("left_image", "right_image", "left_info", "right_info", "gt_seg",
@@ -60,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pmt-evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     # Not required: --bag alone uses the shipped model (checked in main).
-    parser.add_argument("--checkpoint", type=Path, help="a pmt_perception checkpoint (.pt)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="a pmt_perception checkpoint (.pt) or an exported model (.onnx, "
+                             "int8 ones from `pmt-export --int8` included)")
     parser.add_argument("--sgbm", action="append", choices=sorted(SGBM_PRESETS), metavar="PRESET",
                         help="OpenCV StereoSGBM baseline (repeatable; presets: "
                              f"{', '.join(sorted(SGBM_PRESETS))}); with --checkpoint, extra rows "
@@ -77,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="autocast precision of the network (fp16: GPU only)")
+    parser.add_argument("--backend", default=None, choices=("auto", *BACKENDS),
+                        help="runtime (default: eager for a .pt, onnxruntime for an .onnx)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers decoding samples")
     parser.add_argument("--figure-samples", type=int, default=4,
@@ -161,13 +166,17 @@ def build_method(args: argparse.Namespace):
     network of --checkpoint, else the first --sgbm preset."""
     if args.checkpoint is None and args.sgbm:
         return build_sgbm(args.sgbm if isinstance(args.sgbm, str) else args.sgbm[0])
-    predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision)
+    predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision,
+                          backend=args.backend)
     payload = predictor.payload
     description = {"method": "pmt", "checkpoint": str(args.checkpoint),
                    "model_config": payload.get("model_config"),
                    "training_step": payload.get("step", payload.get("progress", {}).get("step")),
-                   "parameters": count_parameters(predictor.model),
-                   "device": str(predictor.device), "precision": args.precision}
+                   "parameters": count_parameters(predictor.model)
+                   if isinstance(predictor.model, torch.nn.Module) else None,
+                   "quantization": payload.get("quantization"),
+                   "device": str(predictor.device), "precision": args.precision,
+                   "runtime": predictor.describe()}
     return predictor, description, list(predictor.class_names), predictor.palette
 
 

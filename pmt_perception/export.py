@@ -230,6 +230,21 @@ def onnx_parity(model: PMTNet, onnx_path: str | os.PathLike, sizes: list[tuple[i
     return worst
 
 
+def quantize_file(model: PMTNet, onnx_path: Path, args: argparse.Namespace) -> dict:
+    """Replace the fp32 export at `onnx_path` by its int8 version; how close it stays."""
+    from .quantize import DEFAULT_KEEP_FLOAT, calibration_pairs, int8_agreement, quantize_onnx
+
+    keep_float = [p for p in (args.keep_float or DEFAULT_KEEP_FLOAT) if p != "none"]
+    pairs = calibration_pairs(args.calibration, args.calibration_pairs, args.size)
+    description = {"method": "nncf post-training int8 (QDQ), mixed preset",
+                   "calibration": args.calibration or "synthetic", "pairs": len(pairs),
+                   "size": list(args.size), "kept_float": keep_float}
+    write_bytes_atomic(onnx_path, quantize_onnx(onnx_path.read_bytes(), pairs, description=description,
+                                                keep_float=keep_float))
+    runner = OnnxRuntimeModel(onnx_path, device=torch.device("cpu"))
+    return {**description, **int8_agreement(unwrap(model).eval(), runner, pairs[:4])}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pmt-export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="checkpoint (.pt) written by pmt-train")
@@ -239,6 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=parse_size, default=(480, 720),
                         help="trace size HxW (ONNX stays dynamic in H, W; TensorRT is fixed)")
     parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--int8", action="store_true",
+                        help="ONNX only: INT8 post-training quantisation (NNCF) for the openvino / "
+                             "onnxruntime backends (docs/performance.md: what it gains here)")
+    parser.add_argument("--calibration", default=None,
+                        help="--int8: pairs to calibrate on (a left/ + right/ folder, a Middlebury "
+                             "scene or a bag, resized to --size; default: synthetic scenes)")
+    parser.add_argument("--calibration-pairs", type=int, default=32,
+                        help="--int8: how many calibration pairs")
+    parser.add_argument("--keep-float", action="append", default=None, metavar="REGEX",
+                        help="--int8: ONNX node names (regular expression, repeatable) left in "
+                             "float (default: the backbone, '.*/backbone/.*'; 'none': nothing)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -246,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                           ".engine": "tensorrt"}.get(out.suffix)
     if fmt is None:
         parser.error(f"cannot tell the format from {out.name!r}; pass --format")
+    if args.int8 and fmt != "onnx":
+        parser.error("--int8 writes ONNX (run it with the openvino or onnxruntime backend)")
     model, payload = load_model(args.checkpoint)
     summary: dict = {"checkpoint": args.checkpoint, "format": fmt, "out": str(out)}
     if fmt == "torchscript":
@@ -256,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                     metadata={"class_names": payload["class_names"], "palette": payload["palette"]})
         h, w = args.size
         summary["onnx_max_abs_diff"] = onnx_parity(model, onnx_path, [(h, w), (h + 32, w - 32)])
+        if args.int8:
+            summary["int8"] = quantize_file(model, onnx_path, args)
         if fmt == "tensorrt":
             build_tensorrt_engine(onnx_path, out, size=args.size)
     print(json.dumps(summary, indent=2) if args.json else

@@ -153,7 +153,9 @@ class Predictor:
 
     def describe(self) -> str:
         """e.g. "onnxruntime fp32 on cpu (asked auto/auto)", for logs and benchmark rows."""
-        text = f"{self.backend} {self.precision} on {self.device}"
+        # An int8 (QDQ) export runs with float inputs and outputs: its precision is the file's.
+        precision = "int8" if self.payload.get("quantization") else self.precision
+        text = f"{self.backend} {precision} on {self.device}"
         if self.requested != (self.backend, self.precision):
             text += f" (asked {self.requested[0]}/{self.requested[1]})"
         return text
