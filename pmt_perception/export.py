@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="--int8: how many calibration pairs")
     parser.add_argument("--keep-float", action="append", default=None, metavar="REGEX",
                         help="--int8: ONNX node names (regular expression, repeatable) left in "
-                             "float (default: the backbone, '.*/backbone/.*'; 'none': nothing)")
+                             "float (default: quantize.DEFAULT_KEEP_FLOAT, the backbone's first "
+                             "stage and the cost volume; 'none': nothing)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     args = parser.parse_args(argv)
     out = Path(args.out)

@@ -22,10 +22,14 @@ import torch
 from .adapt_sources import list_pairs, load_pair
 
 SYNTHETIC = "synthetic"
-# Left in float by default: with an int8 MobileNetV3 backbone OpenVINO's CPU kernels lost the
-# model's accuracy (edge, synthetic D1 23.6 -> 53 %) while ONNX Runtime ran the same graph
-# within 2 points; int8 heads alone stay within 2 points under both (docs/performance.md).
-DEFAULT_KEEP_FLOAT = (".*/backbone/.*",)
+# Left in float by default (ONNX node-name patterns; the PMT module path is in every name):
+# - the backbone's first stage (stem convolution and H/2-H/4 blocks): quantised, OpenVINO's CPU
+#   int8 kernels lost the `edge` model's accuracy (synthetic D1 23.6 -> 53 %; the stem alone
+#   in float: 30 %) where ONNX Runtime ran the same graph within 2 points;
+# - the cost volume (cosine correlation of unit-normalised features) and its aggregation,
+#   whose soft-argmin is sensitive to the rounding of every candidate's score: without them in
+#   float D1 rose by 3.6 points, with them by 0.4 (docs/performance.md).
+DEFAULT_KEEP_FLOAT = (".*/backbone/stage1/.*", ".*/disparity/(match|aggregate)/.*")
 
 
 def to_feed(left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
