@@ -8,8 +8,10 @@ classical and two-network baselines, side by side in ONE run, batch 1.
 
 Rows: each variant in config/model/ (paper, fast, fast_mobile, edge once it exists) on eager fp32,
 eager bf16 and openvino bf16 (only where the CPU has native bf16: avx512_bf16 / AMX; emulated
-bf16 is slower than fp32 and is skipped), onnxruntime fp32, openvino fp32, and (full run)
-torch.compile at the auto precision; the row `auto` resolves to is marked. Baselines: OpenCV
+bf16 is slower than fp32 and is skipped), onnxruntime fp32, openvino fp32, openvino int8 (where
+NNCF is installed: `pmt-export --int8`'s recipe, calibrated on 8 generated scenes; the
+two-network row gets the same, nothing kept in float), and (full run) torch.compile at the auto
+precision; the row `auto` resolves to is marked. Baselines: OpenCV
 StereoSGBM (stereo_image_proc defaults, and tuned) and the two-network alternative, torchvision
 LR-ASPP MobileNetV3-Large + tuned SGBM, on the same runtimes (random weights: speed only).
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import io
 import json
 import os
@@ -32,6 +35,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,9 +49,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pmt_perception.config import load_model_config  # noqa: E402  (after the path insert)
+from pmt_perception.export import export_onnx_bytes  # noqa: E402
 from pmt_perception.inference import Predictor  # noqa: E402
 from pmt_perception.info import count_gflops  # noqa: E402
 from pmt_perception.network import build_model  # noqa: E402
+from pmt_perception.network.batchnorm_folding import fold_batchnorm  # noqa: E402
+from pmt_perception.quantize import DEFAULT_KEEP_FLOAT, calibration_pairs, quantize_onnx  # noqa: E402
 from pmt_perception.runtime import backend_available, cpu_flags, cpu_has_native_bf16, resolve_runtime  # noqa: E402
 
 VARIANTS = ("paper", "fast", "fast_mobile", "edge")   # those with a config/model/*.yaml run
@@ -67,6 +74,8 @@ def runtimes(native_bf16: bool, *, quick: bool) -> list[tuple[str, str]]:
     if native_bf16:
         rows.append(("eager", "bf16"))
     rows += [("onnxruntime", "fp32"), ("openvino", "fp32")]
+    if importlib.util.find_spec("nncf") is not None:
+        rows.append(("openvino", "int8"))   # pmt-export --int8's recipe, on both sides
     if native_bf16:
         rows.append(("openvino", "bf16"))
     if not quick:
@@ -131,7 +140,10 @@ def run_pmt(variant, backend, precision, size, repeats):
     model = build_model(config).eval()
     left, right = stereo_pair(size)
     start = time.perf_counter()
-    predictor = Predictor(model, device="cpu", backend=backend, precision=precision)
+    if precision == "int8":  # setup includes the calibration (8 generated scenes)
+        predictor = Predictor(int8_file(model, size), device="cpu", backend=backend)
+    else:
+        predictor = Predictor(model, device="cpu", backend=backend, precision=precision)
     del model
     predictor.predict(left, right)
     setup = time.perf_counter() - start
@@ -143,6 +155,16 @@ def run_pmt(variant, backend, precision, size, repeats):
     return {"seconds": total, "model_seconds": model_s, "overhead_seconds": overhead,
             "gflop": gflop, "gflops_per_s": gflop / model_s, "setup_seconds": setup,
             "runtime": predictor.describe()}
+
+
+def int8_file(model, size) -> str:
+    """`model` quantised as `pmt-export --int8` does (default keep-float), in a temp file."""
+    data = quantize_onnx(export_onnx_bytes(fold_batchnorm(model)[0]), calibration_pairs(None, 8, size),
+                         description={"bench": True}, keep_float=DEFAULT_KEEP_FLOAT)
+    handle = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False)
+    handle.write(data)
+    handle.close()
+    return handle.name
 
 
 def sgbm_matcher(setting):
@@ -192,6 +214,16 @@ def segmenter(net, backend, precision, size):
     buffer = io.BytesIO()
     torch.onnx.export(wrapped, (torch.rand(1, 3, *size),), buffer, input_names=["image"],
                       output_names=["out"], opset_version=17, dynamo=False)
+    if precision == "int8":  # the same NNCF recipe as ours, nothing kept in float
+        import nncf
+        import onnx
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+        images = [{"image": feed["left"]} for feed in calibration_pairs(None, 8, size)]
+        quantized = nncf.quantize(onnx.load_from_string(buffer.getvalue()), nncf.Dataset(images),
+                                  subset_size=len(images), preset=nncf.QuantizationPreset.MIXED,
+                                  advanced_parameters=AdvancedQuantizationParameters(
+                                      overflow_fix=OverflowFix.ENABLE))
+        buffer = io.BytesIO(quantized.SerializeToString())
     if backend == "onnxruntime":
         import onnxruntime as ort  # optional dependency seam
         options = ort.SessionOptions()
@@ -204,7 +236,7 @@ def segmenter(net, backend, precision, size):
     compiled = core.compile_model(core.read_model(io.BytesIO(buffer.getvalue())), "CPU", {
         "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
-    request = compiled.create_infer_request()
+    request = compiled.create_infer_request()  # (an int8 graph runs int8 under the f32 hint)
     return lambda image: torch.from_numpy(np.asarray(request.infer({"image": image.numpy()})[0]))
 
 
