@@ -68,13 +68,13 @@ def available_variants() -> list[str]:
     return [v for v in VARIANTS if (ROOT / "config" / "model" / f"{v}.yaml").is_file()]
 
 
-def runtimes(native_bf16: bool, *, quick: bool) -> list[tuple[str, str]]:
+def runtimes(native_bf16: bool, *, quick: bool, int8: bool = False) -> list[tuple[str, str]]:
     """(backend, precision) pairs worth timing on this CPU."""
     rows = [("eager", "fp32")]
     if native_bf16:
         rows.append(("eager", "bf16"))
     rows += [("onnxruntime", "fp32"), ("openvino", "fp32")]
-    if importlib.util.find_spec("nncf") is not None:
+    if int8:
         rows.append(("openvino", "int8"))   # pmt-export --int8's recipe, on both sides
     if native_bf16:
         rows.append(("openvino", "bf16"))
@@ -85,7 +85,7 @@ def runtimes(native_bf16: bool, *, quick: bool) -> list[tuple[str, str]]:
 
 def plan(*, quick: bool, native_bf16: bool, installed: set[str]) -> list[dict]:
     """Every row of one run: dicts with kind, variant, backend, precision, size, repeats."""
-    usable = [(b, p) for b, p in runtimes(native_bf16, quick=quick)
+    usable = [(b, p) for b, p in runtimes(native_bf16, quick=quick, int8="nncf" in installed)
               if b in ("eager", "compile") or b in installed]
     rows = []
     for variant in available_variants():
@@ -387,6 +387,8 @@ def main(argv=None):
         return 0
     info = machine()
     installed = {b for b in ("onnxruntime", "openvino") if backend_available(b)}
+    if importlib.util.find_spec("nncf") is not None:
+        installed.add("nncf")   # the int8 rows
     auto = resolve_runtime("auto", "auto", torch.device("cpu"))
     load_before = os.getloadavg()[0]
     rows = []

@@ -227,6 +227,10 @@ def test_cpu_benchmark_plans_every_variant_on_every_runtime():
     runtimes = {(r["backend"], r["precision"]) for r in full if r["kind"] == "pmt"}
     assert {("eager", "bf16"), ("compile", "bf16"), ("auto", "auto")} <= runtimes
     assert not any(r["backend"] == "openvino" for r in full)   # not installed: not planned
+    with_nncf = bench.plan(quick=True, native_bf16=False, installed={"openvino", "nncf"})
+    int8 = {(r["kind"], r["variant"]) for r in with_nncf if r["precision"] == "int8"}
+    assert int8 == {*(("pmt", v) for v in VARIANTS), ("two_nets", bench.TWO_NETS)}
+    assert all(r["backend"] == "openvino" for r in with_nncf if r["precision"] == "int8")
 
 
 def test_gpu_benchmark_parses_its_arguments():

@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 def _score(args, recorded: Path, played) -> int:
     """Live (the recording) and offline scores of the same frames, compared."""
     method, description, class_names, palette = build_method(SimpleNamespace(
-        sgbm=None, checkpoint=args.checkpoint, device=args.device, precision="fp32"))
+        sgbm=None, checkpoint=args.checkpoint, device=args.device, precision="fp32", backend=None))
     palette = np.asarray(palette, np.uint8)
     try:
         live_accumulator, live, scored = score_recording(args.bag, recorded,
