@@ -141,7 +141,9 @@ def run_pmt(variant, backend, precision, size, repeats):
     left, right = stereo_pair(size)
     start = time.perf_counter()
     if precision == "int8":  # setup includes the calibration (8 generated scenes)
-        predictor = Predictor(int8_file(model, size), device="cpu", backend=backend)
+        path = int8_file(model, size)
+        predictor = Predictor(path, device="cpu", backend=backend)
+        os.unlink(path)  # the runtime holds the graph in memory
     else:
         predictor = Predictor(model, device="cpu", backend=backend, precision=precision)
     del model
@@ -215,15 +217,8 @@ def segmenter(net, backend, precision, size):
     torch.onnx.export(wrapped, (torch.rand(1, 3, *size),), buffer, input_names=["image"],
                       output_names=["out"], opset_version=17, dynamo=False)
     if precision == "int8":  # the same NNCF recipe as ours, nothing kept in float
-        import nncf
-        import onnx
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
         images = [{"image": feed["left"]} for feed in calibration_pairs(None, 8, size)]
-        quantized = nncf.quantize(onnx.load_from_string(buffer.getvalue()), nncf.Dataset(images),
-                                  subset_size=len(images), preset=nncf.QuantizationPreset.MIXED,
-                                  advanced_parameters=AdvancedQuantizationParameters(
-                                      overflow_fix=OverflowFix.ENABLE))
-        buffer = io.BytesIO(quantized.SerializeToString())
+        buffer = io.BytesIO(quantize_onnx(buffer.getvalue(), images, description={"bench": True}))
     if backend == "onnxruntime":
         import onnxruntime as ort  # optional dependency seam
         options = ort.SessionOptions()
