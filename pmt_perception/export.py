@@ -230,8 +230,8 @@ def onnx_parity(model: PMTNet, onnx_path: str | os.PathLike, sizes: list[tuple[i
     return worst
 
 
-def quantize_file(model: PMTNet, onnx_path: Path, args: argparse.Namespace) -> dict:
-    """Replace the fp32 export at `onnx_path` by its int8 version; how close it stays."""
+def quantize_file(model: PMTNet, fp32_path: Path, onnx_path: Path, args: argparse.Namespace) -> dict:
+    """Write the int8 version of the fp32 export `fp32_path` to `onnx_path`; how close it stays."""
     from .quantize import DEFAULT_KEEP_FLOAT, calibration_pairs, int8_agreement, quantize_onnx
 
     keep_float = [p for p in (args.keep_float or DEFAULT_KEEP_FLOAT) if p != "none"]
@@ -239,7 +239,7 @@ def quantize_file(model: PMTNet, onnx_path: Path, args: argparse.Namespace) -> d
     description = {"method": "nncf post-training int8 (QDQ), mixed preset",
                    "calibration": args.calibration or "synthetic", "pairs": len(pairs),
                    "size": list(args.size), "kept_float": keep_float}
-    write_bytes_atomic(onnx_path, quantize_onnx(onnx_path.read_bytes(), pairs, description=description,
+    write_bytes_atomic(onnx_path, quantize_onnx(fp32_path.read_bytes(), pairs, description=description,
                                                 keep_float=keep_float))
     runner = OnnxRuntimeModel(onnx_path, device=torch.device("cpu"))
     return {**description, **int8_agreement(unwrap(model).eval(), runner, pairs[:4])}
@@ -281,12 +281,19 @@ def main(argv: list[str] | None = None) -> int:
         export_torchscript(model, out, size=args.size)
     else:
         onnx_path = out if fmt == "onnx" else out.with_suffix(".onnx")
-        export_onnx(model, onnx_path, size=args.size, opset=args.opset,
-                    metadata={"class_names": payload["class_names"], "palette": payload["palette"]})
-        h, w = args.size
-        summary["onnx_max_abs_diff"] = onnx_parity(model, onnx_path, [(h, w), (h + 32, w - 32)])
-        if args.int8:
-            summary["int8"] = quantize_file(model, onnx_path, args)
+        # --int8: the fp32 graph goes to a side file, so that `out` never holds a float model
+        # under an int8 name, even when quantisation fails or is interrupted.
+        fp32_path = onnx_path.with_name(onnx_path.stem + ".fp32-partial.onnx") if args.int8 else onnx_path
+        try:
+            export_onnx(model, fp32_path, size=args.size, opset=args.opset,
+                        metadata={"class_names": payload["class_names"], "palette": payload["palette"]})
+            h, w = args.size
+            summary["onnx_max_abs_diff"] = onnx_parity(model, fp32_path, [(h, w), (h + 32, w - 32)])
+            if args.int8:
+                summary["int8"] = quantize_file(model, fp32_path, onnx_path, args)
+        finally:
+            if args.int8:
+                fp32_path.unlink(missing_ok=True)
         if fmt == "tensorrt":
             build_tensorrt_engine(onnx_path, out, size=args.size)
     print(json.dumps(summary, indent=2) if args.json else

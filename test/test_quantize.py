@@ -103,9 +103,19 @@ def test_pmt_export_int8_writes_a_model_the_predictor_runs(model, tmp_path, caps
     summary = json.loads(capsys.readouterr().out)["int8"]
     assert summary["pairs"] == 3 and summary["kept_float"] == list(DEFAULT_KEEP_FLOAT)
     assert 0.0 <= summary["label_agreement"] <= 1.0
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["m_int8.onnx"]  # no fp32 side file left
     predictor = Predictor(out, device="cpu")
     assert "int8" in predictor.describe() and predictor.class_names == list("abcd")
     result = predictor.predict(np.zeros((64, 96, 3), np.uint8), np.zeros((64, 96, 3), np.uint8))
     assert result.labels.shape == (64, 96)
     with pytest.raises(SystemExit):
         export_main([str(ckpt), "--out", str(tmp_path / "m.ts"), "--int8"])
+
+
+def test_a_failed_int8_export_leaves_no_file_under_the_int8_name(model, tmp_path):
+    ckpt = save_checkpoint(tmp_path / "m.pt", model=model, config=model.config,
+                           class_names=list("abcd"), palette=[[0, 0, 0]] * 4)
+    with pytest.raises((FileNotFoundError, ValueError)):  # calibration folder missing: quantisation cannot run
+        export_main([str(ckpt), "--out", str(tmp_path / "m_int8.onnx"), "--size", "64x96", "--int8",
+                     "--calibration", str(tmp_path / "no_such_folder")])
+    assert not list(tmp_path.glob("*.onnx"))
