@@ -91,9 +91,12 @@ def _enable(model: torch.nn.Module, chosen: list[torch.nn.Parameter]) -> list[to
     return chosen
 
 
-def forward_padded(model: torch.nn.Module, left: torch.Tensor, right: torch.Tensor):
+def forward_padded(model: torch.nn.Module, left: torch.Tensor, right: torch.Tensor, *,
+                   with_probability: bool = False):
     """model(left, right) on inputs replicate-padded to what it accepts (multiples of 32, at
-    least min_input_size), outputs cropped back: (disparity, coarse_logits, refined_logits)."""
+    least min_input_size), outputs cropped back: (disparity, coarse_logits, refined_logits),
+    and with `with_probability` the cost volume's candidate probabilities on the padded grid
+    (None for the regression head)."""
     height, width = left.shape[-2:]
     need = model.config.min_input_size
     target_h, target_w = max(need, -(-height // 32) * 32), max(need, -(-width // 32) * 32)
@@ -102,7 +105,8 @@ def forward_padded(model: torch.nn.Module, left: torch.Tensor, right: torch.Tens
         left, right = F.pad(left, pad, mode="replicate"), F.pad(right, pad, mode="replicate")
     out = model(left, right)
     crop = (..., slice(0, height), slice(0, width))
-    return out.disparity[crop], out.coarse_logits[crop], out.refined_logits[crop]
+    cropped = (out.disparity[crop], out.coarse_logits[crop], out.refined_logits[crop])
+    return (*cropped, out.disparity_probability) if with_probability else cropped
 
 
 def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
@@ -168,7 +172,8 @@ class Adapter:
         left_t, right_t = to_batch(left, self.device), to_batch(right, self.device)
         with self._autocast():
             _, coarse, refined = forward_padded(self.teacher, left_t, right_t)
-        proxy = P.sgbm_proxy(left, right, self.sgbm) if self.settings.weights.get("proxy", 0) > 0 \
+        needs_proxy = any(self.settings.weights.get(k, 0) > 0 for k in ("proxy", "proxy_distribution"))
+        proxy = P.sgbm_proxy(left, right, self.sgbm) if needs_proxy \
             else np.full(left.shape[:2], np.nan, np.float32)
         prepared = PreparedPair(left_t, right_t, coarse.float().softmax(1).half(),
                                 refined.float().softmax(1).half(),
@@ -204,7 +209,8 @@ class Adapter:
         left, right = pair.left[crop], pair.right[crop]
         mask = self.occlusion_mask(pair)
         with self._autocast():
-            disparity, coarse, refined = forward_padded(self.model, left, right)
+            disparity, coarse, refined, probability = forward_padded(self.model, left, right,
+                                                                     with_probability=True)
         disparity = disparity.float()
         weights = self.settings.weights
         terms = {"photometric": P.photometric_loss(left, right, disparity,
@@ -216,6 +222,9 @@ class Adapter:
                                      + P.distillation_loss(refined, pair.teacher_refined[crop]))
         if weights.get("proxy", 0) > 0:
             terms["proxy"] = P.proxy_l1_loss(disparity, pair.proxy[crop])
+        if weights.get("proxy_distribution", 0) > 0 and probability is not None:
+            terms["proxy_distribution"] = P.proxy_distribution_loss(
+                probability, pair.proxy[crop], self.model.config.cost_volume_scale)
         total = sum(weights.get(name, 0.0) * value for name, value in terms.items())
         if self.replay is not None:
             terms["replay"] = self.replay_term()

@@ -49,7 +49,8 @@ class AdaptSettings:
             raise ValueError(f"adapt: online_warmup_steps must be >= 0, got {self.online_warmup_steps}")
         if self.bag_frames < 1:
             raise ValueError(f"adapt: bag_frames must be >= 1, got {self.bag_frames}")
-        unknown = set(self.weights) - {"photometric", "smoothness", "distillation", "proxy"}
+        unknown = set(self.weights) - {"photometric", "smoothness", "distillation", "proxy",
+                                         "proxy_distribution"}
         if unknown:
             raise ValueError(f"adapt: unknown loss weights {sorted(unknown)}")
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -175,6 +176,10 @@ class OpenVinoModel:
     the latest `MAX_SIZES` stay compiled)."""
 
     MAX_SIZES = 4
+    # `labels_and_disparity` compiles a lean copy of the graph: the coarse logits' full-size
+    # upsampling is pruned and the argmax runs inside OpenVINO, so 19 x H x W float logits are
+    # never copied out (about 15 % of an `edge` frame on a 2-core CPU: docs/performance.md).
+    LEAN = "lean"
 
     def __init__(self, source: str | os.PathLike | bytes, *, precision: str = "fp32") -> None:
         import openvino as ov
@@ -190,23 +195,49 @@ class OpenVinoModel:
         self._compiled: dict[tuple[int, ...], tuple] = {}
         self.device = torch.device("cpu")
 
-    def _request(self, shape: tuple[int, ...]):
-        if shape not in self._compiled:
+    def _request(self, shape: tuple[int, ...], lean: bool = False):
+        key = (*shape, self.LEAN) if lean else shape
+        if key not in self._compiled:
             if len(self._compiled) >= self.MAX_SIZES:
                 self._compiled.pop(next(iter(self._compiled)))
             network = self.network.clone()
             network.reshape({"left": list(shape), "right": list(shape)})
+            if lean:
+                network = self._lean(network)
             compiled = self.core.compile_model(network, "CPU", self.properties)
-            self._compiled[shape] = (compiled, compiled.create_infer_request())
-        return self._compiled[shape]
+            self._compiled[key] = (compiled, compiled.create_infer_request())
+        return self._compiled[key]
 
-    def __call__(self, left: torch.Tensor, right: torch.Tensor) -> PMTOutput:
-        compiled, request = self._request(tuple(left.shape))
+    @staticmethod
+    def _lean(network):
+        """`network` with outputs disparity and labels (argmax of the refined logits, int32)."""
+        import openvino.opset13 as ops
+
+        results = {r.input_value(0).get_any_name(): r for r in network.get_results()}
+        logits = results["refined_logits"].input_value(0)
+        for name in ("coarse_logits", "refined_logits"):
+            network.remove_result(results[name])
+        top = ops.topk(logits, ops.constant(np.int64(1)), axis=1, mode="max", sort="none",
+                       index_element_type="i32")
+        top.output(1).get_tensor().set_names({"labels"})
+        network.add_results([ops.result(top.output(1))])
+        return network
+
+    def _infer(self, left: torch.Tensor, right: torch.Tensor, names: tuple[str, ...], lean: bool):
+        compiled, request = self._request(tuple(left.shape), lean)
         # infer() copies the outputs out of OpenVINO's buffers (the next call reuses them).
         results = request.infer({"left": left.float().contiguous().cpu().numpy(),
                                  "right": right.float().contiguous().cpu().numpy()})
-        outputs = (torch.from_numpy(results[compiled.output(name)]) for name in OUTPUT_NAMES)
-        return PMTOutput(*outputs)
+        return [torch.from_numpy(results[compiled.output(name)]) for name in names]
+
+    def __call__(self, left: torch.Tensor, right: torch.Tensor) -> PMTOutput:
+        return PMTOutput(*self._infer(left, right, OUTPUT_NAMES, lean=False))
+
+    def labels_and_disparity(self, left: torch.Tensor,
+                             right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """B x 1 x H x W refined labels (int32) and disparity, from the lean graph."""
+        labels, disparity = self._infer(left, right, ("labels", "disparity"), lean=True)
+        return labels, disparity
 
     def to(self, *_args, **_kwargs) -> "OpenVinoModel":
         return self

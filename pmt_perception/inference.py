@@ -186,18 +186,25 @@ class Predictor:
             left_p, right_p = self._pad(left_t), self._pad(right_t)
             self._sync()
             t1 = time.perf_counter()
-            dtype = PRECISIONS.get(self.precision) if self.backend in ("eager", "compile") else None
-            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-                out = self._forward(left_p, right_p)
+            crop = (..., slice(0, height), slice(0, width))
+            # Labels and disparity only: a runtime that can (openvino) skips what they do not need.
+            lean = not (confidence or extras) and hasattr(self._forward, "labels_and_disparity")
+            if lean:
+                labels, disparity = self._forward.labels_and_disparity(left_p, right_p)
+                labels, disparity = labels[crop][0, 0].to(torch.uint8), disparity[crop].float()[0, 0]
+            else:
+                dtype = PRECISIONS.get(self.precision) if self.backend in ("eager", "compile") else None
+                with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                    out = self._forward(left_p, right_p)
             self._sync()
             t2 = time.perf_counter()
             if left_p.shape not in self._sizes_run:
                 self._first_call(tuple(left_p.shape), t2 - t1)
-            crop = (..., slice(0, height), slice(0, width))
-            refined = out.refined_logits[crop][0]
-            disparity = out.disparity[crop].float()[0, 0]
-            # max(0) over NCHW logits is ~3x faster on the CPU than argmax(0), same indices.
-            labels = refined.max(0).indices.to(torch.uint8)
+            if not lean:
+                refined = out.refined_logits[crop][0]
+                disparity = out.disparity[crop].float()[0, 0]
+                # max(0) over NCHW logits is ~3x faster on the CPU than argmax(0), same indices.
+                labels = refined.max(0).indices.to(torch.uint8)
             result = {"labels": labels, "disparity": disparity}
             if confidence:
                 result["seg_confidence"] = refined.float().softmax(0).amax(0)

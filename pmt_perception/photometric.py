@@ -14,6 +14,7 @@ in pixels of the same resolution, left-referenced (a left pixel x matches right 
     distillation_loss       KL(teacher || student) of segmentation logits, per pixel
     sgbm_proxy              OpenCV SGBM's confident pixels (uniqueness + left-right check)
     proxy_l1_loss           sparse L1 against them
+    proxy_distribution_loss cross-entropy of a cost volume's candidates against them
 
 No ROS, no files: pmt_perception/adapt.py composes them (offline `pmt-adapt`, online in the node).
 """
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .baselines import SGBM_PRESETS, SGBMBaseline, SGBMSettings
+from .losses import disparity_distribution_loss
 
 # Monodepth's SSIM constants for images in [0, 1]: (0.01 * L)^2, (0.03 * L)^2 with L = 1.
 SSIM_C1 = 0.01 ** 2
@@ -188,3 +190,16 @@ def proxy_l1_loss(disparity: torch.Tensor, proxy: torch.Tensor) -> torch.Tensor:
     valid = torch.isfinite(proxy) & (proxy > 0)
     target = torch.where(valid, proxy, torch.zeros_like(proxy))
     return masked_mean((disparity - target).abs(), valid)
+
+
+def proxy_distribution_loss(probability: torch.Tensor, proxy: torch.Tensor, scale: int) -> torch.Tensor:
+    """Cross-entropy of the cost volume's candidate probabilities (B x D x h x w) against the
+    proxy labels (B x 1 x H x W, NaN where SGBM kept nothing), as the training's
+    disparity_distribution term: L1 on the soft-argmin moves a pixel's mean, this moves its
+    whole distribution onto the proxy's candidate. `scale`: the volume's stride (h = H_in /
+    scale). The proxy may be smaller than H_in x W_in (the network's input was padded): what
+    lies past it counts as unlabelled."""
+    (h, w), (height, width) = probability.shape[-2:], proxy.shape[-2:]
+    pad = (0, w * scale - width, 0, h * scale - height)
+    padded = F.pad(proxy.float(), pad, value=float("nan")) if any(pad) else proxy.float()
+    return disparity_distribution_loss(probability, padded.squeeze(1))

@@ -190,6 +190,18 @@ def test_proxy_l1_only_on_kept_pixels():
     assert P.proxy_l1_loss(disparity, empty).item() == 0.0
 
 
+def test_proxy_distribution_puts_the_cost_volume_on_the_proxy_candidate():
+    # Two cells of a stride-2 volume with 3 candidates; the proxy (2 x 3 px) is one column short
+    # of the grid (a padded input): that column counts as unlabelled.
+    probability = torch.tensor([[0.2, 0.1], [0.3, 0.6], [0.5, 0.3]]).view(1, 3, 1, 2)
+    proxy = torch.tensor([[4.0, 4.0, 2.0], [4.0, 4.0, 2.0]]).view(1, 1, 2, 3)
+    # cell 0: 4 px / stride 2 = candidate 2; cell 1: half its pixels labelled, 2 px -> candidate 1
+    expected = -(math.log(0.5) + math.log(0.6)) / 2
+    assert P.proxy_distribution_loss(probability, proxy, 2).item() == pytest.approx(expected, rel=1e-4)
+    proxy[..., 2] = math.nan  # cell 1 unlabelled: only cell 0 counts
+    assert P.proxy_distribution_loss(probability, proxy, 2).item() == pytest.approx(-math.log(0.5), rel=1e-4)
+
+
 def textured_pair(height=64, width=128, disparity=4, seed=0):
     """A smooth random texture and its copy shifted by `disparity` px (uint8 HxWx3 each)."""
     rng = np.random.default_rng(seed)

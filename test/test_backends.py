@@ -174,6 +174,24 @@ def test_openvino_matches_fp32_eager(case, precision):
     assert predictor.warmup_seconds is not None  # the first frame of a size compiles: timed
 
 
+def test_openvino_lean_graph_gives_the_full_graphs_labels_and_disparity(case):
+    """predict() without confidence / extras runs OpenVINO's lean graph (labels argmaxed in the
+    graph, coarse logits pruned); it must answer what the full graph answers."""
+    pytest.importorskip("openvino")
+    _, _, path, _ = case
+    predictor = Predictor(path, device="cpu", backend="openvino", precision="fp32")
+    lean = predictor.predict(*random_pair())
+    full = predictor.predict(*random_pair(), extras=True)
+    assert lean.labels.dtype == np.uint8 and lean.labels.shape == SIZE == lean.disparity.shape
+    assert (lean.labels == full.labels).mean() >= 0.999  # ties may break differently
+    assert np.abs(lean.disparity - full.disparity).max() <= 1e-4
+    kinds = {key[-1] for key in predictor.model._compiled}  # both graphs were built, one per kind
+    assert predictor.model.LEAN in kinds and len(predictor.model._compiled) == 2
+    lean_graph = next(c for k, (c, _) in predictor.model._compiled.items() if k[-1] == predictor.model.LEAN)
+    names = [o.get_names() for o in lean_graph.outputs]
+    assert len(names) == 2 and "labels" in names[0] | names[1] and "disparity" in names[0] | names[1]
+
+
 def test_eager_bf16_matches_fp32_eager(case):
     _, model, _, reference = case
     out = Predictor(model, device="cpu", backend="eager", precision="bf16").predict(*random_pair())

@@ -115,7 +115,8 @@ def test_pmt_export_int8_writes_a_model_the_predictor_runs(model, tmp_path, caps
 def test_a_failed_int8_export_leaves_no_file_under_the_int8_name(model, tmp_path):
     ckpt = save_checkpoint(tmp_path / "m.pt", model=model, config=model.config,
                            class_names=list("abcd"), palette=[[0, 0, 0]] * 4)
-    with pytest.raises((FileNotFoundError, ValueError)):  # calibration folder missing: quantisation cannot run
+    # The calibration folder is missing: quantisation cannot run.
+    with pytest.raises((FileNotFoundError, ValueError)):
         export_main([str(ckpt), "--out", str(tmp_path / "m_int8.onnx"), "--size", "64x96", "--int8",
                      "--calibration", str(tmp_path / "no_such_folder")])
     assert not list(tmp_path.glob("*.onnx"))
