@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pmt_perception.config import load_model_config  # noqa: E402  (after the path insert)
-from pmt_perception.export import export_onnx_bytes  # noqa: E402
+from pmt_perception.export import argmax_in_graph, export_onnx_bytes  # noqa: E402
 from pmt_perception.inference import Predictor  # noqa: E402
 from pmt_perception.info import count_gflops  # noqa: E402
 from pmt_perception.network import build_model  # noqa: E402
@@ -202,8 +202,13 @@ class SegmentationOnly(torch.nn.Module):
         return self.net(image)["out"]
 
 
+def labels_of(logits: torch.Tensor) -> torch.Tensor:
+    """1 x C x H x W logits -> H x W labels (max(0): as the Predictor, faster than argmax)."""
+    return logits[0].max(0).indices
+
+
 def segmenter(net, backend, precision, size):
-    """A callable image (1x3xHxW float) -> logits tensor on `backend`."""
+    """A callable image (1x3xHxW float) -> H x W labels (argmax of the logits) on `backend`."""
     wrapped = SegmentationOnly(net).eval()
     if backend == "eager":
         wrapped = wrapped.to(memory_format=torch.channels_last)
@@ -211,7 +216,7 @@ def segmenter(net, backend, precision, size):
         def call(image):
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
                                                         enabled=precision == "bf16"):
-                return wrapped(image.contiguous(memory_format=torch.channels_last)).float()
+                return labels_of(wrapped(image.contiguous(memory_format=torch.channels_last)).float())
         return call
     buffer = io.BytesIO()
     torch.onnx.export(wrapped, (torch.rand(1, 3, *size),), buffer, input_names=["image"],
@@ -225,14 +230,16 @@ def segmenter(net, backend, precision, size):
         options.intra_op_num_threads = torch.get_num_threads()
         session = ort.InferenceSession(buffer.getvalue(), sess_options=options,
                                        providers=["CPUExecutionProvider"])
-        return lambda image: torch.from_numpy(session.run(None, {"image": image.numpy()})[0])
+        return lambda image: labels_of(torch.from_numpy(session.run(None, {"image": image.numpy()})[0]))
     import openvino as ov  # optional dependency seam
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(io.BytesIO(buffer.getvalue())), "CPU", {
+    # The argmax inside the graph, as the Predictor's lean OpenVINO graph does for PMT.
+    network = argmax_in_graph(core.read_model(io.BytesIO(buffer.getvalue())), "out", "labels", drop=("out",))
+    compiled = core.compile_model(network, "CPU", {
         "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
     request = compiled.create_infer_request()  # (an int8 graph runs int8 under the f32 hint)
-    return lambda image: torch.from_numpy(np.asarray(request.infer({"image": image.numpy()})[0]))
+    return lambda image: torch.from_numpy(np.asarray(request.infer({"image": image.numpy()})[0])[0, 0])
 
 
 def run_two_nets(name, backend, precision, size, repeats):
@@ -250,7 +257,7 @@ def run_two_nets(name, backend, precision, size, repeats):
 
     def segment():  # the same pre/post work as the Predictor: uint8 -> float, argmax -> uint8
         image = torch.from_numpy(left).permute(2, 0, 1).float().div_(255).unsqueeze(0)
-        return run(image)[0].max(0).indices.to(torch.uint8).numpy()
+        return run(image).to(torch.uint8).numpy()
     segment()
     setup = time.perf_counter() - start
     seg_s = time_calls(segment, repeats, 0)

@@ -169,6 +169,23 @@ class OnnxRuntimeModel:
         return self  # the session owns its memory; callers may treat it like a module
 
 
+def argmax_in_graph(network, logits: str, labels: str, *, drop: tuple[str, ...] = ()):
+    """OpenVINO `network` (modified in place) with output `labels`, the argmax over channels of
+    output `logits` (B x 1 x H x W int32), in place of the outputs named in `drop` (`logits`
+    among them or not): OpenVINO then prunes what only the dropped outputs needed."""
+    import openvino.opset13 as ops
+
+    results = {name: r for r in network.get_results() for name in r.input_value(0).get_names()}
+    source = results[logits].input_value(0)
+    for name in drop:
+        network.remove_result(results[name])
+    top = ops.topk(source, ops.constant(np.int64(1)), axis=1, mode="max", sort="none",
+                   index_element_type="i32")
+    top.output(1).get_tensor().set_names({labels})
+    network.add_results([ops.result(top.output(1))])
+    return network
+
+
 class OpenVinoModel:
     """An exported model run by OpenVINO's CPU plugin, fp32 or bf16 (its inference precision
     hint; bf16 only pays on CPUs with avx512_bf16 / AMX). OpenVINO is fastest on static
@@ -203,25 +220,11 @@ class OpenVinoModel:
             network = self.network.clone()
             network.reshape({"left": list(shape), "right": list(shape)})
             if lean:
-                network = self._lean(network)
+                network = argmax_in_graph(network, "refined_logits", "labels",
+                                          drop=("coarse_logits", "refined_logits"))
             compiled = self.core.compile_model(network, "CPU", self.properties)
             self._compiled[key] = (compiled, compiled.create_infer_request())
         return self._compiled[key]
-
-    @staticmethod
-    def _lean(network):
-        """`network` with outputs disparity and labels (argmax of the refined logits, int32)."""
-        import openvino.opset13 as ops
-
-        results = {r.input_value(0).get_any_name(): r for r in network.get_results()}
-        logits = results["refined_logits"].input_value(0)
-        for name in ("coarse_logits", "refined_logits"):
-            network.remove_result(results[name])
-        top = ops.topk(logits, ops.constant(np.int64(1)), axis=1, mode="max", sort="none",
-                       index_element_type="i32")
-        top.output(1).get_tensor().set_names({"labels"})
-        network.add_results([ops.result(top.output(1))])
-        return network
 
     def _infer(self, left: torch.Tensor, right: torch.Tensor, names: tuple[str, ...], lean: bool):
         compiled, request = self._request(tuple(left.shape), lean)
