@@ -77,6 +77,11 @@ class ModelConfig:
     # on a 4-image overfit the matching head reached 3.8 px L1 in 40 steps with it, 55 px
     # without.
     cost_volume_correlation: str = "dot"
+    # Soft-argmin over the candidates within this many of the most probable one (0: all, the
+    # GC-Net expectation). At a depth edge a cell's distribution is bimodal, foreground and
+    # background; the full expectation lands between them, wrong for both. No weights: a
+    # checkpoint can change it (models/README.md: Aloe D1 36.0 -> 25.2 % with 1).
+    soft_argmin_window: int = 0
     # Upsampling of the two segmentation heads' logits; None: the same as `upsample`. Convex
     # upsampling of 19 class maps from H/8 was ~40 % of the `edge` frame on a 2-core CPU.
     segmentation_upsample: str | None = None
@@ -112,6 +117,8 @@ class ModelConfig:
         if self.segmentation_upsample not in (None, *UPSAMPLE_MODES):
             raise ValueError(f"segmentation_upsample {self.segmentation_upsample!r} is not one "
                              f"of {UPSAMPLE_MODES} (or null: the same as upsample)")
+        if self.soft_argmin_window < 0:
+            raise ValueError(f"soft_argmin_window must be >= 0, got {self.soft_argmin_window}")
         if self.cost_volume_groups < 1:
             raise ValueError(f"cost_volume_groups must be >= 1, got {self.cost_volume_groups}")
         if not self.spp_f1_windows or not self.spp_f2_windows:

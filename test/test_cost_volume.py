@@ -64,6 +64,18 @@ def test_soft_argmin_range_and_sharp_limit():
     assert soft_argmin(sharp)[0].item() == pytest.approx(6.0)
 
 
+def test_windowed_soft_argmin_takes_the_stronger_mode_of_a_bimodal_cell():
+    # A depth edge: 0.55 on candidate 2 (+0.05 on 3), 0.4 on candidate 8.
+    probability = torch.full((1, 10, 1, 1), 1e-9)
+    probability[0, [2, 3, 8], 0, 0] = torch.tensor([0.55, 0.05, 0.4])
+    scores = probability.log()
+    assert soft_argmin(scores)[0].item() == pytest.approx(0.55 * 2 + 0.05 * 3 + 0.4 * 8, abs=1e-4)
+    disparity, full = soft_argmin(scores, window=1)      # candidates 1..3 only, renormalised
+    assert disparity.item() == pytest.approx((0.55 * 2 + 0.05 * 3) / 0.6, abs=1e-4)
+    assert torch.allclose(full, scores.softmax(1))       # what the distribution loss reads
+    assert soft_argmin(scores, window=9)[0].item() == pytest.approx(soft_argmin(scores)[0].item())
+
+
 def test_factorized_conv3d_keeps_the_volume_shape_and_sees_neighbouring_disparities():
     conv = FactorizedConv3d(4, 6).eval()
     with torch.no_grad():   # positive weights: no ReLU can hide where the voxel reaches

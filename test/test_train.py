@@ -12,7 +12,7 @@ import yaml
 from pmt_perception.checkpoint import load_checkpoint
 from pmt_perception.train import main
 from pmt_perception.training.monitor import read_jsonl
-from pmt_perception.training.state import slim_checkpoint
+from pmt_perception.training.state import main as state_main, slim_checkpoint
 from test_train_helpers import losses_by_step, start_training, tiny_argv
 
 pytestmark = pytest.mark.slow  # each test trains for real: seconds to a minute on 2 cores
@@ -116,6 +116,19 @@ def test_resume_refuses_corrupted_and_non_weights_only_checkpoints(tmp_path, cap
     assert payload["kind"] == "weights" and "optimizer" not in payload
     assert all(v.dtype == torch.float16 for v in payload["model_state"].values()
                if v.is_floating_point())
+
+
+def test_shipping_may_change_config_fields_that_hold_no_weights_only(tmp_path):
+    run = tmp_path / "run"
+    assert main(tiny_argv(run, iterations=1)) == 0
+    assert state_main([str(run / "last.pt"), str(tmp_path / "w1.pt"), "--set", "soft_argmin_window=1"]) == 0
+    assert load_checkpoint(tmp_path / "w1.pt")["model_config"]["soft_argmin_window"] == 1
+    num_classes = load_checkpoint(tmp_path / "w1.pt")["model_config"]["num_classes"]
+    with pytest.raises(RuntimeError, match="size mismatch"):   # the heads' weights change shape
+        slim_checkpoint(run / "last.pt", tmp_path / "bad.pt", config_changes={"num_classes": num_classes + 1})
+    with pytest.raises(ValueError, match="not model-config fields"):
+        slim_checkpoint(run / "last.pt", tmp_path / "bad.pt", config_changes={"soft_argmin": 1})
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def test_a_run_directory_written_before_train_config_resumes(tmp_path, capsys):

@@ -45,12 +45,21 @@ def groupwise_correlation_volume(left: torch.Tensor, right: torch.Tensor, *,
     return torch.stack(slices, dim=2)
 
 
-def soft_argmin(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def soft_argmin(cost: torch.Tensor, window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(expected disparity B x 1 x H x W in volume pixels, probabilities B x D x H x W) from
-    scores B x D x H x W (higher = better match)."""
+    scores B x D x H x W (higher = better match). `window` > 0: the expectation over the
+    candidates within `window` of the most probable one only, renormalised (the probabilities
+    returned stay the full softmax)."""
     probability = cost.softmax(dim=1)
-    candidates = torch.arange(cost.shape[1], device=cost.device, dtype=probability.dtype)
-    disparity = (probability * candidates.view(1, -1, 1, 1)).sum(1, keepdim=True)
+    candidates = torch.arange(cost.shape[1], device=cost.device, dtype=probability.dtype).view(1, -1, 1, 1)
+    weights = probability
+    if window > 0:
+        # Where the distribution has two modes (a depth edge) this picks the stronger one
+        # instead of averaging foreground and background.
+        best = probability.argmax(1, keepdim=True).to(probability.dtype)
+        weights = probability * ((candidates - best).abs() <= window).to(probability.dtype)
+        weights = weights / weights.sum(1, keepdim=True)
+    disparity = (weights * candidates).sum(1, keepdim=True)
     return disparity, probability
 
 
@@ -108,9 +117,9 @@ class CostVolumeDisparityBranch(nn.Module):
     def __init__(self, feature_channels: int, *, context_channels: int, scale: int,
                  max_disparity: int, groups: int, aggregation_channels: int,
                  fdisp_channels: int, upsample: str, hourglass_stride: int,
-                 separable: bool, correlation: str = "dot") -> None:
+                 separable: bool, correlation: str = "dot", soft_argmin_window: int = 0) -> None:
         super().__init__()
-        self.scale = scale
+        self.scale, self.soft_argmin_window = scale, soft_argmin_window
         self.cosine = correlation == "cosine"
         self.num_disparities = -(-max_disparity // scale)
         match_channels = 8 * groups   # GwcNet's 8 channels per group
@@ -153,7 +162,7 @@ class CostVolumeDisparityBranch(nn.Module):
         scores = self.aggregate(torch.cat([volume, context_volume], 1)) \
             + self.raw_score_scale * volume.mean(1)
         # Soft-argmin in fp32: a bf16 expectation over D candidates loses sub-pixel precision.
-        disparity, probability = soft_argmin(scores.float())
+        disparity, probability = soft_argmin(scores.float(), self.soft_argmin_window)
         f_disp = self.fuse(torch.cat([context, scores.to(context.dtype)], 1))  # cat 3; Fdisp
         l_conv = F.avg_pool2d(self.l_conv(left), self.scale, self.scale, ceil_mode=True)  # L conv 1
         guide = torch.cat([f_disp, resize(l_conv, size, "nearest").to(f_disp.dtype)], 1)

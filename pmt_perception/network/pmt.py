@@ -148,7 +148,8 @@ def build_model(config: ModelConfig, *,
             context_channels=f_seg_channels, scale=scale, max_disparity=config.max_disparity,
             groups=config.cost_volume_groups, aggregation_channels=config.cost_aggregation_channels,
             fdisp_channels=f_disp_channels, upsample=config.upsample,
-            correlation=config.cost_volume_correlation, **hourglass)
+            correlation=config.cost_volume_correlation,
+            soft_argmin_window=config.soft_argmin_window, **hourglass)
     refined = RefinedSegmentationBranch(
         spp_f1.out_channels, f_seg_channels=f_seg_channels, f_disp_channels=f_disp_channels,
         reduced_channels=w(128), s_channels=w(64), head_width=w(32),

@@ -10,12 +10,14 @@ tuple holding an ndarray, Python's a tuple of ints - are converted to tensors he
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+import yaml
 
 from pmt_perception.checkpoint import CheckpointError, load_checkpoint, model_config_of, save_checkpoint
 from pmt_perception.network import build_model
@@ -91,11 +93,19 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def slim_checkpoint(source: str | Path, destination: str | Path, *, half: bool = True) -> Path:
+def slim_checkpoint(source: str | Path, destination: str | Path, *, half: bool = True,
+                    config_changes: Optional[dict[str, Any]] = None) -> Path:
     """A shipping checkpoint from a training one: weights (fp16 when `half`), model config,
-    class names, palette, and the step and validation metrics it was chosen by."""
+    class names, palette, and the step and validation metrics it was chosen by.
+    `config_changes`: model-config fields to change that hold no weights (e.g.
+    soft_argmin_window); one that changes the weights' shapes is refused by load_state_dict."""
     payload = load_checkpoint(source)
-    model = build_model(model_config_of(payload, source=str(source)))
+    config = model_config_of(payload, source=str(source))
+    unknown = set(config_changes or {}) - {f.name for f in dataclasses.fields(config)}
+    if unknown:
+        raise ValueError(f"not model-config fields: {sorted(unknown)}")
+    config = dataclasses.replace(config, **(config_changes or {}))
+    model = build_model(config)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v
                            for k, v in payload["model_state"].items()})
     progress = payload.get("progress", {})
@@ -113,8 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="training checkpoint (e.g. runs/NAME/best.pt)")
     parser.add_argument("destination", help="output file (written atomically)")
     parser.add_argument("--fp32", action="store_true", help="keep fp32 weights (default fp16)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change a model-config field that holds no weights, e.g. "
+                             "soft_argmin_window=1 (VALUE is YAML; repeatable)")
     args = parser.parse_args(argv)
-    out = slim_checkpoint(args.source, args.destination, half=not args.fp32)
+    changes = {}
+    for item in args.set:
+        field, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected FIELD=VALUE")
+        changes[field.strip()] = yaml.safe_load(value)
+    out = slim_checkpoint(args.source, args.destination, half=not args.fp32, config_changes=changes)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
