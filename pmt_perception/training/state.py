@@ -111,7 +111,8 @@ def slim_checkpoint(source: str | Path, destination: str | Path, *, half: bool =
     progress = payload.get("progress", {})
     return save_checkpoint(destination, model=model, config=model.config,
                            class_names=payload["class_names"], palette=payload["palette"],
-                           half=half, kind="weights", step=int(progress.get("step", 0)),
+                           half=half, kind="weights",
+                           step=int(progress.get("step", payload.get("step", 0))),  # training or shipped
                            metrics=payload.get("metrics", {}),
                            settings=payload.get("settings", {}))
 
