@@ -127,6 +127,7 @@ class PreparedPair:
     teacher_coarse: torch.Tensor   # 1 x C x H x W probabilities (fp16 to halve the memory)
     teacher_refined: torch.Tensor
     proxy: torch.Tensor            # 1 x 1 x H x W, NaN where SGBM kept nothing
+    holes: Optional[torch.Tensor] = None  # 1 x 1 x H x W: proxy_holes (weight proxy_holes > 0)
     occlusion_mask: Optional[torch.Tensor] = None
     mask_step: int = -(10 ** 9)
 
@@ -172,12 +173,15 @@ class Adapter:
         left_t, right_t = to_batch(left, self.device), to_batch(right, self.device)
         with self._autocast():
             _, coarse, refined = forward_padded(self.teacher, left_t, right_t)
-        needs_proxy = any(self.settings.weights.get(k, 0) > 0 for k in ("proxy", "proxy_distribution"))
+        weights = self.settings.weights
+        needs_proxy = any(weights.get(k, 0) > 0 for k in ("proxy", "proxy_distribution", "proxy_holes"))
         proxy = P.sgbm_proxy(left, right, self.sgbm) if needs_proxy \
             else np.full(left.shape[:2], np.nan, np.float32)
+        holes = torch.from_numpy(P.proxy_holes(proxy))[None, None].to(self.device) \
+            if weights.get("proxy_holes", 0) > 0 else None
         prepared = PreparedPair(left_t, right_t, coarse.float().softmax(1).half(),
                                 refined.float().softmax(1).half(),
-                                torch.from_numpy(proxy)[None, None].to(self.device))
+                                torch.from_numpy(proxy)[None, None].to(self.device), holes)
         self.cache[key] = prepared
         while len(self.cache) > max(1, self.settings.cache_pairs):
             self.cache.popitem(last=False)
@@ -222,6 +226,8 @@ class Adapter:
                                      + P.distillation_loss(refined, pair.teacher_refined[crop]))
         if weights.get("proxy", 0) > 0:
             terms["proxy"] = P.proxy_l1_loss(disparity, pair.proxy[crop])
+        if weights.get("proxy_holes", 0) > 0:
+            terms["proxy_holes"] = P.proxy_l1_loss(disparity, pair.holes[crop])
         if weights.get("proxy_distribution", 0) > 0 and probability is not None:
             terms["proxy_distribution"] = P.proxy_distribution_loss(
                 probability, pair.proxy[crop], self.model.config.cost_volume_scale)

@@ -50,7 +50,7 @@ class AdaptSettings:
         if self.bag_frames < 1:
             raise ValueError(f"adapt: bag_frames must be >= 1, got {self.bag_frames}")
         unknown = set(self.weights) - {"photometric", "smoothness", "distillation", "proxy",
-                                         "proxy_distribution"}
+                                         "proxy_distribution", "proxy_holes"}
         if unknown:
             raise ValueError(f"adapt: unknown loss weights {sorted(unknown)}")
 

@@ -14,6 +14,7 @@ in pixels of the same resolution, left-referenced (a left pixel x matches right 
     distillation_loss       KL(teacher || student) of segmentation logits, per pixel
     sgbm_proxy              OpenCV SGBM's confident pixels (uniqueness + left-right check)
     proxy_l1_loss           sparse L1 against them
+    proxy_holes             SGBM's holes filled as the KITTI devkit does (row-wise background)
     proxy_distribution_loss cross-entropy of a cost volume's candidates against them
 
 No ROS, no files: pmt_perception/adapt.py composes them (offline `pmt-adapt`, online in the node).
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .baselines import SGBM_PRESETS, SGBMBaseline, SGBMSettings
+from .baselines import SGBM_PRESETS, SGBMBaseline, SGBMSettings, fill_holes_like_kitti
 from .losses import disparity_distribution_loss
 
 # Monodepth's SSIM constants for images in [0, 1]: (0.01 * L)^2, (0.03 * L)^2 with L = 1.
@@ -180,6 +181,16 @@ def sgbm_proxy(left: np.ndarray, right: np.ndarray, settings: SGBMSettings | str
     if settings.num_disparities > fits:
         settings = dataclasses.replace(settings, num_disparities=fits)
     return SGBMBaseline(settings).predict(left, right).raw_disparity
+
+
+def proxy_holes(proxy: np.ndarray) -> np.ndarray:
+    """Labels for the pixels SGBM left empty (NaN in `proxy`): each takes the smaller of its
+    row's nearest labels to the left and right, the background, as the KITTI devkit fills
+    holes. Most holes are occlusions beside a foreground edge, where the background is right
+    and where neither the photometric loss (masked) nor the proxy says anything. NaN where
+    the proxy has a label or the row has none."""
+    filled = fill_holes_like_kitti(proxy)
+    return np.where(np.isfinite(proxy) | (filled <= 0), np.nan, filled).astype(np.float32)
 
 
 def proxy_l1_loss(disparity: torch.Tensor, proxy: torch.Tensor) -> torch.Tensor:

@@ -190,6 +190,15 @@ def test_proxy_l1_only_on_kept_pixels():
     assert P.proxy_l1_loss(disparity, empty).item() == 0.0
 
 
+def test_proxy_holes_take_the_background_of_their_row_and_only_the_holes():
+    nan = math.nan
+    proxy = np.array([[nan, 5.0, nan, nan, 2.0, nan], [nan] * 6], np.float32)
+    holes = P.proxy_holes(proxy)
+    # row 0: an end takes its one neighbour, an inner hole the smaller (farther) of the two
+    np.testing.assert_array_equal(holes[0], [5.0, nan, 2.0, 2.0, nan, 2.0])
+    assert np.isnan(holes[1]).all()  # a row without labels gets none
+
+
 def test_proxy_distribution_puts_the_cost_volume_on_the_proxy_candidate():
     # Two cells of a stride-2 volume with 3 candidates; the proxy (2 x 3 px) is one column short
     # of the grid (a padded input): that column counts as unlabelled.
