@@ -82,6 +82,10 @@ class ModelConfig:
     # background; the full expectation lands between them, wrong for both. No weights: a
     # checkpoint can change it (models/README.md: Aloe D1 36.0 -> 25.2 % with 1).
     soft_argmin_window: int = 0
+    # 4: the cost volume's disparity (at H/8) is refined by a residual at H/4 from the warping
+    # error of both views' F1' features, then convex-upsampled x4 (network/disparity_refinement.py).
+    # 0: none, the volume's disparity is upsampled straight to the input size.
+    disparity_refinement_scale: int = 0
     # Upsampling of the two segmentation heads' logits; None: the same as `upsample`. Convex
     # upsampling of 19 class maps from H/8 was ~40 % of the `edge` frame on a 2-core CPU.
     segmentation_upsample: str | None = None
@@ -119,6 +123,13 @@ class ModelConfig:
                              f"of {UPSAMPLE_MODES} (or null: the same as upsample)")
         if self.soft_argmin_window < 0:
             raise ValueError(f"soft_argmin_window must be >= 0, got {self.soft_argmin_window}")
+        if self.disparity_refinement_scale not in (0, 4):
+            raise ValueError(f"disparity_refinement_scale must be 0 or 4, got "
+                             f"{self.disparity_refinement_scale}")
+        if self.disparity_refinement_scale and not (self.disparity_head == "cost_volume"
+                                                    and self.cost_volume_scale == 8):
+            raise ValueError("disparity_refinement_scale 4 refines a cost volume built at H/8: "
+                             "it needs disparity_head cost_volume and cost_volume_scale 8")
         if self.cost_volume_groups < 1:
             raise ValueError(f"cost_volume_groups must be >= 1, got {self.cost_volume_groups}")
         if not self.spp_f1_windows or not self.spp_f2_windows:

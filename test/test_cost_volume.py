@@ -109,7 +109,8 @@ def test_edge_output_shapes_and_disparity_range(size):
     assert out.seg_attention is not None and out.disp_attention is not None
 
 
-@pytest.mark.parametrize("overrides", [{}, {"cost_volume_scale": 4}, {"hourglass_conv": "standard"}])
+@pytest.mark.parametrize("overrides", [{}, {"cost_volume_scale": 4, "disparity_refinement_scale": 0},
+                                       {"disparity_refinement_scale": 0}, {"hourglass_conv": "standard"}])
 def test_every_edge_parameter_gets_a_gradient(overrides):
     model = edge_model(**overrides).train()
     left = torch.rand(2, 3, 64, 96)
@@ -139,7 +140,7 @@ def test_edge_upsamples_class_logits_bilinearly_and_disparity_by_convex_weights(
     model = build_model(config)
     assert model.coarse_segmentation.head.upsample.mask is None
     assert model.refined_segmentation.head.upsample.mask is None
-    assert model.disparity.upsample.mask is not None
+    assert model.disparity_refinement.upsample.mask is not None   # convex x4 after the H/4 residual
     # null keeps the older configs' graph: segmentation follows `upsample`.
     fast = load_model_config("fast")
     assert fast.segmentation_upsample is None

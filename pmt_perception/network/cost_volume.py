@@ -116,7 +116,7 @@ class CostVolumeDisparityBranch(nn.Module):
 
     def __init__(self, feature_channels: int, *, context_channels: int, scale: int,
                  max_disparity: int, groups: int, aggregation_channels: int,
-                 fdisp_channels: int, upsample: str, hourglass_stride: int,
+                 fdisp_channels: int, upsample: str | None, hourglass_stride: int,
                  separable: bool, correlation: str = "dot", soft_argmin_window: int = 0) -> None:
         super().__init__()
         self.scale, self.soft_argmin_window = scale, soft_argmin_window
@@ -140,16 +140,19 @@ class CostVolumeDisparityBranch(nn.Module):
         self.raw_score_scale = nn.Parameter(torch.tensor(10.0 if self.cosine else 1.0))
         self.fuse = Hourglass(context_width + self.num_disparities, fdisp_channels,
                               stride=hourglass_stride, separable=separable)
-        # The paper's per-branch "L conv" on the full-resolution left image, here guiding the
-        # learned upsampling of the disparity.
-        self.l_conv = ConvBNReLU(3, 1, kernel_size=5, dilation=2)
-        self.upsample = Upsampler(upsample, feature_channels=fdisp_channels + 1, scale=scale)
+        # upsample None: the disparity leaves at H/s, for a refinement stage that upsamples it.
+        self.l_conv = self.upsample = None
+        if upsample is not None:
+            # The paper's per-branch "L conv" on the full-resolution left image, here guiding
+            # the learned upsampling of the disparity.
+            self.l_conv = ConvBNReLU(3, 1, kernel_size=5, dilation=2)
+            self.upsample = Upsampler(upsample, feature_channels=fdisp_channels + 1, scale=scale)
 
     def forward(self, features_left: torch.Tensor, features_right: torch.Tensor,
                 f_seg: torch.Tensor, left: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(disparity B x 1 x H x W in input pixels, Fdisp, candidate probabilities
-        B x D x H/s x W/s: what the distribution loss supervises)."""
+        """(disparity B x 1 x H x W in input pixels (H/s x W/s without an upsampler), Fdisp,
+        candidate probabilities B x D x H/s x W/s: what the distribution loss supervises)."""
         # Replaces Table A.12's corr + conv1d 2 (see docs/architecture.md): matching features
         # of both views in one batched pass, then a volume over non-negative disparities.
         match_left, match_right = self.match(torch.cat([features_left, features_right], 0)).chunk(2, 0)
@@ -164,6 +167,8 @@ class CostVolumeDisparityBranch(nn.Module):
         # Soft-argmin in fp32: a bf16 expectation over D candidates loses sub-pixel precision.
         disparity, probability = soft_argmin(scores.float(), self.soft_argmin_window)
         f_disp = self.fuse(torch.cat([context, scores.to(context.dtype)], 1))  # cat 3; Fdisp
+        if self.upsample is None:
+            return disparity * self.scale, f_disp, probability
         l_conv = F.avg_pool2d(self.l_conv(left), self.scale, self.scale, ceil_mode=True)  # L conv 1
         guide = torch.cat([f_disp, resize(l_conv, size, "nearest").to(f_disp.dtype)], 1)
         # Pixels of the volume's resolution -> pixels of the input resolution (disp).

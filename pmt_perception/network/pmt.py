@@ -14,6 +14,7 @@ from .backbone import FeatureTaps, imagenet_weights, load_imagenet_weights
 from .blocks import SpatialPyramidPooling
 from .branches import CoarseSegmentationBranch, DisparityBranch, RefinedSegmentationBranch
 from .cost_volume import CostVolumeDisparityBranch
+from .disparity_refinement import DisparityRefinement
 
 # ImageNet statistics: the one place inputs are normalised (callers pass [0, 1] images).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,7 +38,8 @@ class PMTNet(nn.Module):
     def __init__(self, *, config: ModelConfig, backbone: FeatureTaps,
                  spp_f1: SpatialPyramidPooling, spp_f2: Optional[SpatialPyramidPooling],
                  coarse_segmentation: CoarseSegmentationBranch, disparity: nn.Module,
-                 refined_segmentation: RefinedSegmentationBranch) -> None:
+                 refined_segmentation: RefinedSegmentationBranch,
+                 disparity_refinement: Optional[DisparityRefinement] = None) -> None:
         super().__init__()
         self.config = config
         self.backbone = backbone
@@ -47,6 +49,7 @@ class PMTNet(nn.Module):
         self.coarse_segmentation = coarse_segmentation
         self.disparity = disparity
         self.refined_segmentation = refined_segmentation
+        self.disparity_refinement = disparity_refinement
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -70,6 +73,8 @@ class PMTNet(nn.Module):
 
         coarse_logits, f_seg = self.coarse_segmentation(f4_left, f4_right, left)      # Table A.11
         disparity, f_disp, disparity_probability = self.disparity(match_left, match_right, f_seg, left)
+        if self.disparity_refinement is not None:                  # not in the paper: H/8 -> H/4 -> H
+            disparity = self.disparity_refinement(disparity, f1_left, f1_right, left)
         refined_logits, attention = self.refined_segmentation(f1_left, f1_right, f_seg, f_disp, left)
         seg_attention, disp_attention = attention if attention is not None else (None, None)
         return PMTOutput(coarse_logits, disparity, refined_logits, seg_attention, disp_attention,
@@ -147,7 +152,8 @@ def build_model(config: ModelConfig, *,
             spp_f1.out_channels if scale == 4 else f2_spp_channels,
             context_channels=f_seg_channels, scale=scale, max_disparity=config.max_disparity,
             groups=config.cost_volume_groups, aggregation_channels=config.cost_aggregation_channels,
-            fdisp_channels=f_disp_channels, upsample=config.upsample,
+            fdisp_channels=f_disp_channels,
+            upsample=None if config.disparity_refinement_scale else config.upsample,
             correlation=config.cost_volume_correlation,
             soft_argmin_window=config.soft_argmin_window, **hourglass)
     refined = RefinedSegmentationBranch(
@@ -156,8 +162,12 @@ def build_model(config: ModelConfig, *,
         num_classes=config.num_classes, use_task_features=config.fseg_fdisp_to_refined,
         input_scale=config.refined_branch_scale, head_scale=config.refined_head_scale,
         upsample=seg_upsample, **hourglass)
+    refinement = None
+    if config.disparity_refinement_scale:
+        refinement = DisparityRefinement(spp_f1.out_channels, max_disparity=config.max_disparity)
     model = PMTNet(config=config, backbone=backbone, spp_f1=spp_f1, spp_f2=spp_f2,
-                   coarse_segmentation=coarse, disparity=disparity, refined_segmentation=refined)
+                   coarse_segmentation=coarse, disparity=disparity, refined_segmentation=refined,
+                   disparity_refinement=refinement)
     if backbone_weights is not None:
         load_imagenet_weights(model.backbone, backbone_weights)
     return model

@@ -94,11 +94,15 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def slim_checkpoint(source: str | Path, destination: str | Path, *, half: bool = True,
-                    config_changes: Optional[dict[str, Any]] = None) -> Path:
+                    config_changes: Optional[dict[str, Any]] = None,
+                    change_parts: bool = False) -> Path:
     """A shipping checkpoint from a training one: weights (fp16 when `half`), model config,
     class names, palette, and the step and validation metrics it was chosen by.
     `config_changes`: model-config fields to change that hold no weights (e.g.
-    soft_argmin_window); one that changes the weights' shapes is refused by load_state_dict."""
+    soft_argmin_window); one that changes the weights' shapes is refused by load_state_dict.
+    `change_parts`: the changes may also add parts (they keep their initialisation: a start for
+    `pmt-train --init-checkpoint`) and drop parts (their weights are discarded); a part both
+    configs have must still keep its shapes."""
     payload = load_checkpoint(source)
     config = model_config_of(payload, source=str(source))
     unknown = set(config_changes or {}) - {f.name for f in dataclasses.fields(config)}
@@ -106,8 +110,13 @@ def slim_checkpoint(source: str | Path, destination: str | Path, *, half: bool =
         raise ValueError(f"not model-config fields: {sorted(unknown)}")
     config = dataclasses.replace(config, **(config_changes or {}))
     model = build_model(config)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                           for k, v in payload["model_state"].items()})
+    missing, dropped = model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                              for k, v in payload["model_state"].items()},
+                                             strict=not change_parts)
+    for what, keys in (("new, initialised", missing), ("dropped", dropped)):
+        if keys:
+            parts = sorted({".".join(k.split(".")[:2]) for k in keys})
+            print(f"{what}: {len(keys)} tensors in {', '.join(parts)}")
     progress = payload.get("progress", {})
     return save_checkpoint(destination, model=model, config=model.config,
                            class_names=payload["class_names"], palette=payload["palette"],
@@ -127,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="change a model-config field that holds no weights, e.g. "
                              "soft_argmin_window=1 (VALUE is YAML; repeatable)")
+    parser.add_argument("--change-parts", action="store_true",
+                        help="let --set add parts (randomly initialised: a start for "
+                             "pmt-train --init-checkpoint) or drop parts (weights discarded)")
     args = parser.parse_args(argv)
     changes = {}
     for item in args.set:
@@ -134,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             parser.error(f"--set {item!r}: expected FIELD=VALUE")
         changes[field.strip()] = yaml.safe_load(value)
-    out = slim_checkpoint(args.source, args.destination, half=not args.fp32, config_changes=changes)
+    out = slim_checkpoint(args.source, args.destination, half=not args.fp32, config_changes=changes,
+                          change_parts=args.change_parts)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
