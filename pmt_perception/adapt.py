@@ -47,10 +47,11 @@ from .metrics import DisparityMetrics
 from .runtime import cpu_has_native_bf16
 
 MODULE_GROUPS = ("backbone", "spp_f1", "spp_f2", "coarse_segmentation", "disparity",
-                 "refined_segmentation")
-DISPARITY_ONLY = ("spp_f2", "disparity")
+                 "disparity_refinement", "refined_segmentation")
+DISPARITY_ONLY = ("spp_f2", "disparity", "disparity_refinement")
 # Submodules of a disparity branch that run after Fdisp (regression: the head; cost volume:
-# the L conv guiding the learned upsampling and the upsampler).
+# the L conv guiding the learned upsampling and the upsampler); the H/4 refinement stage,
+# where built, runs after Fdisp too.
 DISPARITY_HEAD = ("head", "l_conv", "upsample")
 
 
@@ -65,7 +66,10 @@ def select_parameters(model: torch.nn.Module, which: Any) -> list[torch.nn.Param
     elif which == "disparity_head":
         # What acts only after Fdisp: the refined segmentation reads Fdisp, so adapting only
         # these leaves both segmentation outputs exactly as trained.
-        head = [getattr(model.disparity, n) for n in DISPARITY_HEAD if hasattr(model.disparity, n)]
+        head = [getattr(model.disparity, n) for n in DISPARITY_HEAD
+                if getattr(model.disparity, n, None) is not None]
+        if getattr(model, "disparity_refinement", None) is not None:
+            head.append(model.disparity_refinement)
         return _enable(model, [p for module in head for p in module.parameters()])
     elif which == "disparity":
         # The disparity branch and what feeds only it: the F2 pyramid its matching reads (absent

@@ -447,9 +447,10 @@ def test_pmt_adapt_reports_bad_inputs(tmp_path, tiny_checkpoint, capsys):
     assert code == 2 and "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("which", ["disparity", "all"])
+@pytest.mark.parametrize("which", ["disparity", "all", "disparity_head"])
 def test_adapter_runs_on_the_edge_variant(tmp_path, which):
-    """Any variant adapts: edge has a cost-volume disparity head and no F2 pyramid."""
+    """Any variant adapts: edge has a cost-volume disparity head and an H/4 refinement stage;
+    every disparity group includes the refinement, disparity_head leaves segmentation alone."""
     from pmt_perception.config import load_model_config
     from pmt_perception.network import build_model
 
@@ -459,6 +460,10 @@ def test_adapter_runs_on_the_edge_variant(tmp_path, which):
     model = build_model(config).eval()
     settings = adapt_settings.load_settings(small_settings(tmp_path), parameters=which)
     adapter = adapt.Adapter(model, settings, device=torch.device("cpu"))
+    assert all(p.requires_grad for p in model.disparity_refinement.parameters())
+    if which == "disparity_head":
+        assert not any(p.requires_grad for p in model.coarse_segmentation.parameters())
+        assert not any(p.requires_grad for p in model.disparity.context.parameters())
     left, right = textured_pair()
     pair = adapter.prepare(0, left, right)
     before = [p.detach().clone() for p in adapter.parameters]
