@@ -28,7 +28,7 @@ COMMANDS = {
     "pmt-train": "pmt_perception.train:main",
     "train": "pmt_perception.train:main",
     "pmt-evaluate": "pmt_perception.evaluate:main",
-    "pmt-adapt": "pmt_perception.adapt:main",
+    "pmt-adapt": "pmt_perception.adapt_cli:main",
     "pmt-bag-write": "pmt_perception.ros.bags.writer:main",
     "pmt-bag-play": "pmt_perception.ros.bags.play:main",
     "pmt-bag-record": "pmt_perception.ros.bags.record:main",

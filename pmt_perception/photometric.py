@@ -17,7 +17,8 @@ in pixels of the same resolution, left-referenced (a left pixel x matches right 
     proxy_holes             SGBM's holes filled as the KITTI devkit does (row-wise background)
     proxy_distribution_loss cross-entropy of a cost volume's candidates against them
 
-No ROS, no files: pmt_perception/adapt.py composes them (offline `pmt-adapt`, online in the node).
+No ROS, no files: pmt_perception/adapt.py composes them (offline `pmt-adapt` in adapt_cli.py,
+online in the node).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pmt_perception import adapt, adapt_settings, photometric as P
+from pmt_perception import adapt, adapt_cli, adapt_settings, adapt_sources, photometric as P
 from pmt_perception.checkpoint import load_checkpoint, load_model
 
 torch.set_num_threads(1)
@@ -296,9 +296,9 @@ def test_cosine_schedule_by_hand():
 
 def test_list_pairs_folder_and_middlebury_and_errors(tmp_path):
     folder = write_pair_folder(tmp_path / "pairs", count=2)
-    pairs = adapt.list_pairs(folder)
+    pairs = adapt_sources.list_pairs(folder)
     assert [p.name for p in pairs] == ["000", "001"] and pairs[0].gt_kind == "png16"
-    left, right, gt = adapt.load_pair(pairs[0], (32, 64))     # resized: GT scaled by 64/128
+    left, right, gt = adapt_sources.load_pair(pairs[0], (32, 64))     # resized: GT scaled by 64/128
     assert left.shape == (32, 64, 3) and gt.max() == pytest.approx(2.0)
     scene = tmp_path / "mb"
     scene.mkdir()
@@ -306,13 +306,13 @@ def test_list_pairs_folder_and_middlebury_and_errors(tmp_path):
     cv2.imwrite(str(scene / "thingL.png"), l_img)
     cv2.imwrite(str(scene / "thingR.png"), r_img)
     cv2.imwrite(str(scene / "thingGT.png"), np.full(l_img.shape[:2], 12, np.uint8))
-    pairs = adapt.list_pairs(scene)
+    pairs = adapt_sources.list_pairs(scene)
     assert len(pairs) == 1 and pairs[0].gt_kind == "middlebury"
     with pytest.raises(ValueError, match="neither left/"):
-        adapt.list_pairs(tmp_path / "pairs" / "left")
+        adapt_sources.list_pairs(tmp_path / "pairs" / "left")
     (tmp_path / "pairs" / "right" / "001.png").unlink()
     with pytest.raises(ValueError, match="lacks 1 image"):
-        adapt.list_pairs(folder)
+        adapt_sources.list_pairs(folder)
 
 
 def test_adaptation_lowers_photometric_loss_and_moves_disparity_to_ground_truth(tmp_path, tiny_checkpoint):
@@ -371,7 +371,7 @@ def test_pmt_adapt_command_checkpoint_resume_and_determinism(tmp_path, tiny_chec
     config = small_settings(tmp_path, crop=[32, 64], save_every=2)
     common = ["--checkpoint", str(tiny_checkpoint), "--data", str(data), "--config", str(config),
               "--steps", "4", "--seed", "3"]
-    assert adapt.main([*common, "--out", str(tmp_path / "a.pt"), "--eval", "--json"]) == 0
+    assert adapt_cli.main([*common, "--out", str(tmp_path / "a.pt"), "--eval", "--json"]) == 0
     report = capsys.readouterr().out
     assert '"before"' in report and '"after"' in report
     payload = load_checkpoint(tmp_path / "a.pt")
@@ -393,10 +393,10 @@ def test_pmt_adapt_command_checkpoint_resume_and_determinism(tmp_path, tiny_chec
         return real_step(self, *args, **kwargs)
     monkeypatch.setattr(adapt.Adapter, "step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        adapt.main([*common, "--out", str(tmp_path / "b.pt")])
+        adapt_cli.main([*common, "--out", str(tmp_path / "b.pt")])
     assert load_checkpoint(tmp_path / "b.partial.pt")["adapt_state"]["step"] == 2
     monkeypatch.setattr(adapt.Adapter, "step", real_step)
-    assert adapt.main([*common, "--out", str(tmp_path / "b.pt")]) == 0
+    assert adapt_cli.main([*common, "--out", str(tmp_path / "b.pt")]) == 0
     resumed = load_checkpoint(tmp_path / "b.pt")["model_state"]
     for key, value in payload["model_state"].items():
         assert torch.equal(value, resumed[key]), key
@@ -422,19 +422,19 @@ def write_synthetic_bag(tmp_path, num):
 
 def test_pmt_adapt_reads_a_bag_keeping_a_bounded_seeded_sample(tmp_path, tiny_checkpoint, capsys):
     bag = write_synthetic_bag(tmp_path, num=5)
-    every = adapt.list_pairs(bag, bag_frames=10)
+    every = adapt_sources.list_pairs(bag, bag_frames=10)
     assert len(every) == 5 and all(p.gt_kind == "bag" for p in every)
     stamps = [p.frame.stamp_ns for p in every]
     assert stamps == sorted(stamps)
-    kept = adapt.list_pairs(bag, bag_frames=3, seed=1)
-    again = adapt.list_pairs(bag, bag_frames=3, seed=1)
+    kept = adapt_sources.list_pairs(bag, bag_frames=3, seed=1)
+    again = adapt_sources.list_pairs(bag, bag_frames=3, seed=1)
     assert len(kept) == 3 and [p.name for p in kept] == [p.name for p in again]
     assert {p.name for p in kept} <= {p.name for p in every}
-    left, right, gt = adapt.load_pair(every[0], None)
+    left, right, gt = adapt_sources.load_pair(every[0], None)
     assert left.shape == right.shape == (64, 128, 3) and left.dtype == np.uint8
     assert gt.shape == (64, 128) and gt.max() > 0
     config = small_settings(tmp_path, bag_frames=2)
-    assert adapt.main(["--checkpoint", str(tiny_checkpoint), "--data", str(bag), "--config",
+    assert adapt_cli.main(["--checkpoint", str(tiny_checkpoint), "--data", str(bag), "--config",
                        str(config), "--steps", "2", "--out", str(tmp_path / "bag.pt"), "--eval",
                        "--json"]) == 0
     assert '"after"' in capsys.readouterr().out
@@ -442,7 +442,7 @@ def test_pmt_adapt_reads_a_bag_keeping_a_bounded_seeded_sample(tmp_path, tiny_ch
 
 
 def test_pmt_adapt_reports_bad_inputs(tmp_path, tiny_checkpoint, capsys):
-    code = adapt.main(["--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "none"),
+    code = adapt_cli.main(["--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "none"),
                        "--out", str(tmp_path / "x.pt")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
 
