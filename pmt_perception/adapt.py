@@ -51,7 +51,7 @@ def select_parameters(model: torch.nn.Module, which: Any) -> list[torch.nn.Param
         # these leaves both segmentation outputs exactly as trained.
         head = [getattr(model.disparity, n) for n in DISPARITY_HEAD
                 if getattr(model.disparity, n, None) is not None]
-        if getattr(model, "disparity_refinement", None) is not None:
+        if model.disparity_refinement is not None:
             head.append(model.disparity_refinement)
         return _enable(model, [p for module in head for p in module.parameters()])
     elif which == "disparity":
