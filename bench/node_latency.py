@@ -71,6 +71,20 @@ def two_network_reference(size) -> dict:
     return cpu_bench.run_two_nets(cpu_bench.TWO_NETS, backend, "fp32", size, repeats=5)
 
 
+def node_setting(options, name: str):
+    """The node's value of parameter `name` in this run: a --node-param override, else the
+    default of config/stereo_seg.yaml."""
+    import yaml
+
+    from pmt_perception.ros.params import load_defaults
+
+    for override in options.node_param:
+        key, _, value = override.partition(":=")
+        if key == name:
+            return yaml.safe_load(value)
+    return load_defaults()[name]
+
+
 def predictor_reference(options) -> dict:
     """Predictor alone: per-frame model and total time, as the node would run it."""
     import numpy as np
@@ -80,7 +94,8 @@ def predictor_reference(options) -> dict:
 
     loaded = load_network(options.checkpoint, untrained_variant="edge", untrained_seed=0)
     predictor = Predictor(loaded.model, device="cpu", precision=options.precision or "auto",
-                          backend=options.backend or "auto")
+                          backend=options.backend or "auto",
+                          inference_scale=float(node_setting(options, "inference_scale")))
     image = np.random.default_rng(0).integers(0, 255, (*options.size, 3), dtype=np.uint8)
     predictor.warmup(options.size, iterations=2)
     totals, models = [], []
@@ -90,6 +105,8 @@ def predictor_reference(options) -> dict:
         totals.append(time.perf_counter() - start)
         models.append(prediction.timings["model"])
     return {"model": loaded.description, "runtime": predictor.describe(),
+            "inference_scale": predictor.inference_scale,
+            "network_size": predictor.network_size(*options.size),
             "predict_ms": 1e3 * statistics.median(totals),
             "model_ms": 1e3 * statistics.median(models),
             "throughput_hz": 1.0 / statistics.median(totals)}
@@ -242,9 +259,9 @@ def markdown(options, reference, median, throughput, command) -> str:
              "deserialization, sync)", median.get("transport")),
             ("queue: set -> model worker", median.get("queue")),
             ("conversion: Image -> RGB arrays", median.get("convert")),
-            ("Predictor pre (to tensor, pad)", median.get("predict_pre")),
+            ("Predictor pre (to tensor, resize or pad)", median.get("predict_pre")),
             ("**model forward**", model),
-            ("Predictor post (argmax, crop, to numpy)", median.get("predict_post")),
+            ("Predictor post (argmax, crop, resize back, to numpy)", median.get("predict_post")),
             ("handoff to the publishing worker", median.get("handoff")),
             # publish() returns about when the reader has the sample (synchronous SHM write),
             # so building, publishing and delivery are one row.
@@ -254,7 +271,9 @@ def markdown(options, reference, median, throughput, command) -> str:
              f"Command: `{command}`  ", f"Date: {datetime.date.today().isoformat()}  ",
              f"Machine: {os.cpu_count()} CPUs, no GPU, /proc/cpuinfo: {cpu_model()}.  ",
              f"Model: {reference['model']}, {reference['runtime']}, "
-             f"{options.size[0]}x{options.size[1]}, all four outputs subscribed"
+             f"{options.size[0]}x{options.size[1]} in and out, the network at "
+             f"{reference['network_size'][0]}x{reference['network_size'][1]} (inference_scale "
+             f"{reference['inference_scale']:g}), all four outputs subscribed"
              + (f"; node parameters {', '.join(options.node_param)}" if options.node_param else "")
              + ".", "",
              "| stage (median over frames) | ms |", "|---|---:|"]
@@ -289,6 +308,12 @@ def main(argv=None) -> int:
     print(f"Predictor reference at {options.size}...", flush=True)
     reference = predictor_reference(options)
     print(json.dumps(reference), flush=True)
+    network_size = tuple(reference["network_size"])
+    two_nets_at_network_size = None
+    if network_size != tuple(options.size):  # the fair pairing: both methods on as many pixels
+        print(f"Two-network alternative at the network's {network_size}...", flush=True)
+        two_nets_at_network_size = two_network_reference(network_size)
+        print(json.dumps(two_nets_at_network_size), flush=True)
     params = [f"warmup_size:=[{options.size[0]},{options.size[1]}]", "diagnostics_period:=0.2"]
     params += [f"{name}:={value}" for name, value in (("precision", options.precision),
                                                       ("backend", options.backend)) if value]
@@ -316,7 +341,7 @@ def main(argv=None) -> int:
         if bench is not None:
             bench.close()
     result = {"reference": reference, "median_ms": median, "throughput": throughput,
-              "two_networks": two_nets,
+              "two_networks": two_nets, "two_networks_at_network_size": two_nets_at_network_size,
               "node_hz_x_two_network_s_per_frame": throughput["node_hz"] * two_nets["seconds"],
               "size": options.size, "date": datetime.date.today().isoformat()}
     print(json.dumps(result, indent=2))
@@ -326,6 +351,10 @@ def main(argv=None) -> int:
               f"+ OpenCV SGBM, {two_nets['runtime']}): {two_nets['seconds']:.3f} s/frame; node Hz x "
               f"that = {result['node_hz_x_two_network_s_per_frame']:.2f} (>= 1: the node is as "
               "fast as the two networks).")
+        if two_nets_at_network_size is not None:
+            print(f"The two networks on the node's network size {network_size[0]}x{network_size[1]} "
+                  f"instead: {two_nets_at_network_size['seconds']:.3f} s/frame; node Hz x that = "
+                  f"{throughput['node_hz'] * two_nets_at_network_size['seconds']:.2f}.")
     return 0
 
 

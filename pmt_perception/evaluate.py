@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=float, default=None,
                         help="evaluation scale of datasets whose loader has one (middlebury): "
                              "images area-resized, GT nearest-resized and multiplied")
+    parser.add_argument("--inference-scale", type=float, default=1.0,
+                        help="run the network on each pair resized by this factor and score its "
+                             "outputs resized back, as the node's inference_scale does")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
@@ -167,7 +170,7 @@ def build_method(args: argparse.Namespace):
     if args.checkpoint is None and args.sgbm:
         return build_sgbm(args.sgbm if isinstance(args.sgbm, str) else args.sgbm[0])
     predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision,
-                          backend=args.backend)
+                          backend=args.backend, inference_scale=args.inference_scale)
     payload = predictor.payload
     description = {"method": "pmt", "checkpoint": str(args.checkpoint),
                    "model_config": payload.get("model_config"),
@@ -176,6 +179,7 @@ def build_method(args: argparse.Namespace):
                    if isinstance(predictor.model, torch.nn.Module) else None,
                    "quantization": payload.get("quantization"),
                    "device": str(predictor.device), "precision": args.precision,
+                   "inference_scale": predictor.inference_scale,
                    "runtime": predictor.describe()}
     return predictor, description, list(predictor.class_names), predictor.palette
 

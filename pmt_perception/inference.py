@@ -28,6 +28,7 @@ from .network.batchnorm_folding import fold_batchnorm
 from .runtime import PRECISIONS, resolve_runtime
 
 LOG = logging.getLogger(__name__)
+MAX_INFERENCE_SCALE = 4.0
 ImageLike = Union[np.ndarray, torch.Tensor]
 
 
@@ -97,10 +98,17 @@ class Predictor:
     def __init__(self, source: Union[str, os.PathLike, PMTNet], *, device: str = "auto",
                  precision: str = "fp32", backend: Optional[str] = None,
                  channels_last: bool = True, compile: bool = False, fold_bn: bool = True,
+                 inference_scale: float = 1.0,
                  class_names: Optional[list[str]] = None, palette=None) -> None:
         """`backend`: auto | eager | compile | onnxruntime | openvino; None = eager for a
         checkpoint or model, onnxruntime for an .onnx file. `precision`: auto | fp32 | bf16 |
-        fp16. `compile=True` is the older spelling of backend="compile"."""
+        fp16. `compile=True` is the older spelling of backend="compile". `inference_scale`:
+        the network runs on the pair resized by this factor (see `network_size`); outputs come
+        back at the input's size."""
+        if not 0.0 < inference_scale <= MAX_INFERENCE_SCALE:
+            raise ValueError(f"inference_scale must be in (0, {MAX_INFERENCE_SCALE}], "
+                             f"got {inference_scale}")
+        self.inference_scale = float(inference_scale)
         self.device = resolve_device(device)
         onnx_file = isinstance(source, (str, os.PathLike)) and str(source).endswith(".onnx")
         if compile:
@@ -161,12 +169,14 @@ class Predictor:
         return text
 
     # ------------------------------------------------------------------ public API
-    def warmup(self, size: tuple[int, int], iterations: int = 2) -> float:
-        """Run `iterations` dummy pairs of `size` (compiles when compile=True); returns seconds."""
+    def warmup(self, size: tuple[int, int], iterations: int = 2, *, confidence: bool = False) -> float:
+        """Run `iterations` dummy pairs of `size` (compiles when compile=True, builds the
+        ONNX runtimes' graph for that size; `confidence` as the real frames will ask, since
+        that picks the graph); returns seconds."""
         start = time.perf_counter()
         dummy = np.zeros((*size, 3), np.uint8)
         for _ in range(iterations):
-            self.predict(dummy, dummy)
+            self.predict(dummy, dummy, confidence=confidence)
         self.warmup_seconds = time.perf_counter() - start
         if self.compiled:  # the first compiled calls take minutes on a small CPU: say so
             LOG.info("torch.compile warm-up at %dx%d took %.1f s", *size, self.warmup_seconds)
@@ -175,7 +185,8 @@ class Predictor:
     def predict(self, left: ImageLike, right: ImageLike, *, confidence: bool = False,
                 extras: bool = False) -> Prediction:
         """`left`, `right`: H x W x 3 uint8 RGB (numpy or torch, any device), or float
-        3 x H x W tensors in [0, 1]. Returns numpy arrays of the input's H x W."""
+        3 x H x W tensors in [0, 1]. Returns numpy arrays of the input's H x W (the attention
+        maps of `extras` stay at the network's H/4)."""
         with self._lock, torch.inference_mode():
             t0 = time.perf_counter()
             left_t, right_t = self._to_batch(left, "left"), self._to_batch(right, "right")
@@ -183,10 +194,17 @@ class Predictor:
                 raise ValueError(f"left and right sizes differ: {tuple(left_t.shape[-2:])} vs "
                                  f"{tuple(right_t.shape[-2:])}")
             height, width = left_t.shape[-2:]
-            left_p, right_p = self._pad(left_t), self._pad(right_t)
+            net_height, net_width = self.network_size(height, width)
+            resized = (net_height, net_width) != (height, width)
+            if resized:
+                left_t_net = _resize_image(left_t, (net_height, net_width))
+                right_t_net = _resize_image(right_t, (net_height, net_width))
+            else:
+                left_t_net, right_t_net = left_t, right_t
+            left_p, right_p = self._pad(left_t_net), self._pad(right_t_net)
             self._sync()
             t1 = time.perf_counter()
-            crop = (..., slice(0, height), slice(0, width))
+            crop = (..., slice(0, net_height), slice(0, net_width))
             # Labels and disparity only: a runtime that can (openvino) skips what they do not need.
             lean = not (confidence or extras) and hasattr(self._forward, "labels_and_disparity")
             if lean:
@@ -205,13 +223,23 @@ class Predictor:
                 disparity = out.disparity[crop].float()[0, 0]
                 # max(0) over NCHW logits is ~3x faster on the CPU than argmax(0), same indices.
                 labels = refined.max(0).indices.to(torch.uint8)
+            seg_confidence = refined.float().softmax(0).amax(0) if confidence else None
+            coarse_labels = out.coarse_logits[crop][0].max(0).indices.to(torch.uint8) if extras else None
+            if resized:  # back to the input's size; disparity in the input's pixels (width ratio)
+                size = (height, width)
+                labels = _resize_map(labels, size, nearest=True)
+                disparity = _resize_map(disparity, size) * (width / net_width)
+                if confidence:
+                    seg_confidence = _resize_map(seg_confidence, size)
+                if extras:
+                    coarse_labels = _resize_map(coarse_labels, size, nearest=True)
             result = {"labels": labels, "disparity": disparity}
             if confidence:
-                result["seg_confidence"] = refined.float().softmax(0).amax(0)
+                result["seg_confidence"] = seg_confidence
                 result["disparity_confidence"] = photometric_confidence(
                     left_t[0], right_t[0], disparity)
             if extras:
-                result["coarse_labels"] = out.coarse_logits[crop][0].max(0).indices.to(torch.uint8)
+                result["coarse_labels"] = coarse_labels
                 if out.seg_attention is not None:
                     result["seg_attention"] = out.seg_attention[0, 0].float()
                     result["disp_attention"] = out.disp_attention[0, 0].float()
@@ -255,6 +283,17 @@ class Predictor:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
 
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """The H x W the network runs on for an input of `height` x `width`: the input itself
+        (padded later) at scale 1, else the scaled size rounded to multiples of 32, so no
+        padding is spent (the aspect ratio moves by at most 16 px per side, which does not
+        matter on rectified rows), and at least the SPP minimum."""
+        if self.inference_scale == 1.0:
+            return height, width
+        need = self.config.min_input_size
+        return tuple(max(need, 32, int(round(side * self.inference_scale / 32)) * 32)
+                     for side in (height, width))
+
     def _pad(self, batch: torch.Tensor) -> torch.Tensor:
         """Replicate-pad bottom/right to a multiple of 32 and at least the SPP minimum."""
         height, width = batch.shape[-2:]
@@ -268,6 +307,19 @@ class Predictor:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def _resize_image(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Area-like (antialiased bilinear) resize of a 1 x 3 x H x W float batch."""
+    return F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def _resize_map(map_: torch.Tensor, size: tuple[int, int], *, nearest: bool = False) -> torch.Tensor:
+    """An h x w map resized to `size`: nearest for class ids, bilinear for real values."""
+    if nearest:
+        return F.interpolate(map_[None, None].float(), size=size, mode="nearest-exact")[0, 0].to(map_.dtype)
+    return F.interpolate(map_[None, None].float(), size=size, mode="bilinear",
+                         align_corners=False)[0, 0]
 
 
 def photometric_confidence(left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,

@@ -509,6 +509,7 @@ def test_online_adaptation_steps_swaps_and_discards(tmp_path, tiny_checkpoint, m
     left, right = textured_pair()
     assert worker.step(left, right) and worker.stats.steps == 1 and len(installed) == 1
     assert installed[0] is not worker.adapter.model           # a frozen copy, not the live one
+    assert float(worker.diagnostics()["adapt_swap_seconds"]) >= 0.0   # timed, no longer nan
     assert not any(p.requires_grad for p in installed[0].parameters())
     original = worker.adapter.losses
 
@@ -602,11 +603,16 @@ def test_node_wires_online_adaptation(tmp_path, tiny_checkpoint):
         assert node.start()
         worker, first = node._adaptation, node.predictor
         assert worker is not None
-        worker.offer(*textured_pair())
+        pair = textured_pair()
+        node._last_frame_size = pair[0].shape[:2]    # as if a frame of that size was predicted
+        worker.offer(*pair)
         deadline = time.monotonic() + 60
         while worker.stats.swaps < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert worker.stats.steps == 1 and node.predictor is not first
+        # The new Predictor ran once at the latest frame's size before the swap, in the
+        # adaptation thread (a graph build must not land on the publishing path).
+        assert node.predictor.warmup_seconds is not None
 
         # ~/save_adapted over DDS (a second node publishes std_msgs/Empty): written at once.
         from rclpy.executors import SingleThreadedExecutor

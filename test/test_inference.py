@@ -63,6 +63,35 @@ def test_padding_and_cropping_match_a_manual_padded_forward(model):
     np.testing.assert_array_equal(out.labels, reference.refined_logits[0, :, :50, :70].argmax(0).numpy())
 
 
+def test_inference_scale_runs_the_network_smaller_and_answers_at_the_input_size(model):
+    """inference_scale 0.5 on 128 x 200: the network sees the pair resized to 64 x 96 (sides
+    rounded to multiples of 32), and the outputs equal the network's own outputs on that
+    resized pair, brought back to 128 x 200 with disparity in input pixels (x 200 / 96)."""
+    scaled = Predictor(model, device="cpu", channels_last=False, inference_scale=0.5)
+    assert scaled.network_size(128, 200) == (64, 96)
+    assert scaled.network_size(480, 720) == (256, 352)
+    assert Predictor(model, device="cpu", inference_scale=2 / 3).network_size(480, 720) == (320, 480)
+    left, right = random_pair(128, 200, seed=5)
+    out = scaled.predict(left, right, confidence=True, extras=True)
+    assert out.labels.shape == out.disparity.shape == out.seg_confidence.shape == (128, 200)
+    assert out.coarse_labels.shape == out.disparity_confidence.shape == (128, 200)
+
+    def resized(a):
+        t = torch.from_numpy(a).permute(2, 0, 1).float().div(255).unsqueeze(0)
+        return torch.nn.functional.interpolate(t, size=(64, 96), mode="bilinear", antialias=True,
+                                               align_corners=False)[0]
+
+    small = Predictor(model, device="cpu", channels_last=False).predict(resized(left), resized(right))
+    back = torch.nn.functional.interpolate(torch.from_numpy(small.disparity)[None, None],
+                                           size=(128, 200), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(out.disparity, back[0, 0].numpy() * 200 / 96, rtol=1e-4, atol=1e-3)
+    # Nearest neighbour: every 2 x 2 block of the answer is one label of the small map (rows).
+    np.testing.assert_array_equal(out.labels[::2, 0], small.labels[:, 0])
+    assert set(np.unique(out.labels)) <= set(np.unique(small.labels))
+    with pytest.raises(ValueError, match="inference_scale"):
+        Predictor(model, device="cpu", inference_scale=0.0)
+
+
 def test_float_tensor_inputs_equal_uint8_inputs(model):
     predictor = Predictor(model, device="cpu")
     left, right = random_pair(64, 96, seed=2)

@@ -191,6 +191,30 @@ def test_opencv_samples_flat_layout(tmp_path):
     assert float(sample["disparity"][0, 0]) == pytest.approx(2 / 3)
 
 
+def test_scikit_image_layout_reads_the_motorcycle_files_and_unknowns(tmp_path):
+    """motorcycle_left.png, _right.png, _disp.npz as skimage/data ships them (other files of
+    that folder are no pairs); non-finite disparity is unknown (0)."""
+    left, right = textured_pair(10, 16, 3)
+    write_rgb(tmp_path / "motorcycle_left.png", left)
+    write_rgb(tmp_path / "motorcycle_right.png", right)
+    disparity = np.full((10, 16), 3.25, np.float32)
+    disparity[2, 5], disparity[7, 1] = np.inf, np.nan
+    np.savez_compressed(tmp_path / "motorcycle_disp.npz", disparity)
+    write_rgb(tmp_path / "astronaut.png", left)          # a photo, not a pair
+    write_rgb(tmp_path / "lonely_left.png", left)        # no right view, no GT: not a pair
+    dataset = Middlebury(tmp_path, split="all", layout=layout(scale=0.5))
+    assert [dataset.sample_id(i) for i in range(len(dataset))] == ["motorcycle"]
+    sample = dataset[0]
+    assert sample["meta"]["layout"] == "scikit_image"
+    assert sample["disparity"].shape == (5, 8)
+    assert float(sample["disparity"][0, 0]) == pytest.approx(3.25 * 0.5)
+    full = Middlebury(tmp_path, split="all", layout=layout())[0]["disparity"]
+    assert full[2, 5] == 0 and full[7, 1] == 0 and (full > 0).sum() == 10 * 16 - 2
+    np.savez(tmp_path / "motorcycle_disp.npz", disparity, disparity)
+    with pytest.raises(ValueError, match="one disparity array"):
+        Middlebury(tmp_path, split="all", layout=layout())[0]
+
+
 # ----------------------------------------------------------------------------- scale
 def test_scale_area_resizes_images_and_nearest_resizes_gt_times_the_scale(tmp_path):
     left, right, disparity = write_2014_scene(tmp_path / "Scene", size=(8, 12), shift=4, ndisp=63)

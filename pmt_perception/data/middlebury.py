@@ -1,6 +1,7 @@
 """Middlebury stereo (disparity only, no labels) in its real on-disk layouts, for evaluation.
 
-One folder per scene (OpenCV samples: per pair); three layouts are recognised by the files a folder holds:
+One folder per scene (OpenCV samples, scikit-image: per pair); four layouts are recognised by
+the files a folder holds:
 
     2014 / MiddEval3   im0.png, im1.png (left, right), disp0.pfm or disp0GT.pfm (left disparity,
                        float PFM, inf = unknown), calib.txt (cam0, baseline in mm, doffs,
@@ -10,6 +11,9 @@ One folder per scene (OpenCV samples: per pair); three layouts are recognised by
     OpenCV samples     <name>L.jpg|png, <name>R.jpg|png, <name>GT.png: the flat copy of a 2006
                        scene that OpenCV ships (samples/data/aloeL.jpg, aloeR.jpg, aloeGT.png),
                        GT encoded like disp1.png; one folder may hold several such pairs
+    scikit-image data  <name>_left.png, <name>_right.png, <name>_disp.npz (one float array,
+                       non-finite = unknown): the Middlebury 2014 "Motorcycle" pair at 741 x 500
+                       that `skimage.data.stereo_motorcycle()` reads from skimage/data
 
 The 2005/2006 PNG factor: the site says "disparity values are multiplied by 3 for third-size"
 (and by 2 for half size, by 1 for full size). The factor is decided from the PNG's own width:
@@ -43,7 +47,9 @@ from .io import read_png_raw, read_rgb
 ALL_SCENES = "all"
 NO_TRAINING_SPLIT = "none"
 LAYOUT_2014, LAYOUT_2006, LAYOUT_FLAT = "2014", "2006", "opencv_samples"
+LAYOUT_SKIMAGE = "scikit_image"
 _FLAT_LEFT = re.compile(r"^(?P<name>.+)L\.(?P<ext>jpe?g|png)$", re.IGNORECASE)
+_SKIMAGE_LEFT = re.compile(r"^(?P<name>.+)_left\.png$")
 
 
 # ----------------------------------------------------------------------------- PFM
@@ -126,6 +132,18 @@ def read_calibration(path: Path) -> dict[str, Any]:
     return values
 
 
+def read_npz_disparity(path: Path) -> np.ndarray:
+    """scikit-image's `<name>_disp.npz`: its one array, float disparity; unknown (non-finite or
+    <= 0) becomes 0, the loader's unknown."""
+    with np.load(path, allow_pickle=False) as archive:
+        if len(archive.files) != 1:
+            raise ValueError(f"{path}: expected one disparity array, found {archive.files}")
+        disparity = np.asarray(archive[archive.files[0]], dtype=np.float32)
+    if disparity.ndim != 2:
+        raise ValueError(f"{path}: expected an H x W disparity array, got shape {disparity.shape}")
+    return np.where(np.isfinite(disparity) & (disparity > 0), disparity, 0.0).astype(np.float32)
+
+
 def png_disparity_factor(width: int) -> int:
     """What a 2005/2006 disp1.png value is multiplied by, from the image width (module doc)."""
     if width >= 1000:
@@ -200,6 +218,11 @@ def scenes_in(folder: Path, *, right_image: str = "im1.png") -> list[Scene]:
         right = folder / f"{name}{right_letter}.{match.group('ext')}"
         if right.is_file():   # a lone *L.jpg is not a stereo pair
             pairs.append(Scene(folder, LAYOUT_FLAT, path, right, folder / f"{name}GT.png"))
+    for path in sorted(folder.glob("*_left.png")):
+        name = _SKIMAGE_LEFT.match(path.name).group("name")
+        right, disparity = folder / f"{name}_right.png", folder / f"{name}_disp.npz"
+        if right.is_file() and disparity.is_file():
+            pairs.append(Scene(folder, LAYOUT_SKIMAGE, path, right, disparity))
     return pairs
 
 
@@ -238,7 +261,8 @@ class Middlebury(StereoDataset):
         if not self.scenes:
             raise FileNotFoundError(f"no Middlebury scene under {folder}: expected folders with "
                                     "im0.png + im1.png + disp0[GT].pfm (2014), view1.png + "
-                                    "view5.png + disp1.png (2006), or <name>L/R.jpg + <name>GT.png")
+                                    "view5.png + disp1.png (2006), <name>L/R.jpg + <name>GT.png, "
+                                    "or <name>_left/_right.png + <name>_disp.npz")
         self.folder = folder
 
     def __len__(self) -> int:
@@ -248,6 +272,8 @@ class Middlebury(StereoDataset):
         scene = self.scenes[index]
         if scene.layout == LAYOUT_FLAT:
             return scene.left.name[:-len(scene.left.suffix) - 1]
+        if scene.layout == LAYOUT_SKIMAGE:
+            return scene.left.name[:-len("_left.png")]
         relative = scene.folder.relative_to(self.folder).as_posix()
         return relative if relative != "." else scene.folder.name
 
@@ -267,6 +293,8 @@ class Middlebury(StereoDataset):
                 require_same_size({scene.disparity: disparity, mask_path: mask})
                 disparity = np.where(mask == 255, disparity, 0.0)
             return disparity.astype(np.float32), {}
+        if scene.layout == LAYOUT_SKIMAGE:
+            return read_npz_disparity(scene.disparity), {}
         factor = self.layout.png_disparity_factor or png_disparity_factor(width)
         raw = read_png_raw(scene.disparity)
         if raw.dtype != np.uint8:

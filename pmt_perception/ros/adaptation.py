@@ -43,6 +43,8 @@ class AdaptationStats:
     swaps: int = 0            # weights handed to the predictor
     last_loss: float = float("nan")
     last_step_seconds: float = float("nan")
+    last_swap_seconds: float = float("nan")   # building the new Predictor (an ONNX runtime
+                                              # re-exports and recompiles: seconds on a CPU)
 
 
 class OnlineAdaptation:
@@ -105,7 +107,8 @@ class OnlineAdaptation:
         return {"adapt_steps": str(s.steps), "adapt_discarded_steps": str(s.discarded),
                 "adapt_loss": f"{s.last_loss:.5f}", "adapt_swaps": str(s.swaps),
                 "adapt_pairs_offered": str(s.offered), "adapt_pairs_replaced": str(s.replaced),
-                "adapt_step_seconds": f"{s.last_step_seconds:.3f}"}
+                "adapt_step_seconds": f"{s.last_step_seconds:.3f}",
+                "adapt_swap_seconds": f"{s.last_swap_seconds:.3f}"}
 
     def save(self, path: str | Path, *, class_names: list[str], palette: Any,
              info: dict[str, Any]) -> Path:
@@ -176,7 +179,9 @@ class OnlineAdaptation:
                 frozen = copy.deepcopy(self.adapter.model).eval()
             for parameter in frozen.parameters():
                 parameter.requires_grad_(False)
+            swap_started = time.perf_counter()
             self.install(frozen)
+            self.stats.last_swap_seconds = time.perf_counter() - swap_started
             self.stats.swaps += 1
             self._last_swap = now
         return True

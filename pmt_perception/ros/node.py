@@ -26,7 +26,6 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import CameraInfo, Image
 
 from pmt_perception import topics
-from pmt_perception.adapt_settings import load_settings as load_adapt_settings
 from pmt_perception.checkpoint import LoadedModel, load_network
 from pmt_perception.inference import Predictor
 from pmt_perception.ros import diagnostics
@@ -38,6 +37,7 @@ from pmt_perception.ros.inputs import (
     decode_stereo_set,
     frame_id_problem,
 )
+from pmt_perception.ros.node_adaptation import OnlineAdaptationHooks
 from pmt_perception.ros.outputs import OutputPublishers, OutputSettings, classes_message
 from pmt_perception.ros.params import declare_parameters, help_requested, help_text, settings_snapshot
 from pmt_perception.ros.qos import input_qos, output_qos
@@ -65,7 +65,7 @@ class InputSet:
     received_ns: int         # ROS time when the set completed in the synchronizer
 
 
-class StereoSegNode(LifecycleNode):
+class StereoSegNode(OnlineAdaptationHooks, LifecycleNode):
     def __init__(self, node_name: str = "stereo_seg_node", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         declare_parameters(self)
@@ -86,6 +86,7 @@ class StereoSegNode(LifecycleNode):
         self._outputs: OutputPublishers | None = None
         self._pipeline: FramePipeline | None = None
         self._adaptation: OnlineAdaptation | None = None   # adapt: true (ros/adaptation.py)
+        self._last_frame_size: tuple[int, int] | None = None   # H, W of the latest prediction
         self._subscriptions_in: list = []
         self._sync_backend = "-"
         self._dropped_earlier = 0   # drops of previous activations (each has its own pipeline)
@@ -182,72 +183,15 @@ class StereoSegNode(LifecycleNode):
         return SUCCESS
 
     def _build_predictor(self, values: dict, model=None) -> None:
-        self.predictor = Predictor(
+        self.predictor = self._new_predictor(values, model)
+
+    def _new_predictor(self, values: dict, model=None) -> Predictor:
+        return Predictor(
             model if model is not None else self._loaded.model, device=values["device"],
             precision=values["precision"], channels_last=values["channels_last"],
             compile=values["compile"], backend=values["backend"],
-            class_names=self._loaded.class_names, palette=self._loaded.palette)
-
-    # ------------------------------------------------------------------ online adaptation
-    def _start_adaptation(self, values: dict) -> None:
-        try:
-            settings = load_adapt_settings(values["adapt_config"] or None)
-            adaptation = OnlineAdaptation(
-                self._loaded.model, settings, device=self.predictor.device,
-                class_names=list(self._loaded.class_names),
-                install=lambda model: self._install_adapted(model, values),
-                every_n=values["adapt_every_n"], steps_per_pair=values["adapt_steps_per_pair"],
-                min_swap_interval=values["adapt_swap_interval"])
-        except Exception as error:  # noqa: BLE001 - the node serves without adaptation
-            self.get_logger().error(f"adapt: not started: {type(error).__name__}: {error}")
-            return
-        self._adaptation = adaptation
-        adaptation.start()
-        self.get_logger().info(f"adapt: online adaptation of {settings.parameters} on every "
-                               f"{values['adapt_every_n']}-th pair")
-
-    def _install_adapted(self, model, values: dict) -> None:
-        """Adaptation thread: a Predictor for the new weights, built here (off the publishing
-        path) and swapped in by reference; the model worker reads self.predictor once per frame,
-        so the swap falls between frames."""
-        if self._adaptation is None or self.predictor is None:
-            return
-        previous = self.predictor
-        self._build_predictor(values, model)
-        if self._adaptation is None:   # deactivated meanwhile: keep what it left
-            self.predictor = previous
-
-    def _stop_adaptation(self) -> None:
-        adaptation = self._adaptation
-        if adaptation is None:
-            return
-        if not adaptation.stop():
-            self.get_logger().warning("adapt: the adaptation step did not end within 10 s")
-        if settings_snapshot(self)["adapt_save_path"]:
-            self._save_adapted()
-        self._adaptation = None
-
-    def _save_adapted(self) -> tuple[bool, str]:
-        """(saved, message): the adaptation's current weights to adapt_save_path, atomically."""
-        adaptation, path = self._adaptation, settings_snapshot(self)["adapt_save_path"]
-        if adaptation is None or self._loaded is None or self.predictor is None:
-            message = "adapt: nothing to save: online adaptation is not running"
-        elif not path:
-            message = "adapt: nothing saved: adapt_save_path is empty"
-        else:
-            try:
-                adaptation.save(path, class_names=list(self.predictor.class_names),
-                                palette=self.predictor.palette.tolist(),
-                                info={"from": self._loaded.description})
-            except Exception as error:  # noqa: BLE001 - a full disk must not stop the node
-                message = f"adapt: cannot write {path}: {type(error).__name__}: {error}"
-                self.get_logger().error(message)
-                return False, message
-            message = f"adapt: adapted checkpoint written to {path} ({adaptation.stats.steps} steps)"
-            self.get_logger().info(message)
-            return True, message
-        self.get_logger().warning(message)
-        return False, message
+            inference_scale=values["inference_scale"], class_names=self._loaded.class_names,
+            palette=self._loaded.palette)
 
     def _release_model(self, keep_weights: bool = False) -> None:
         """Drop the Predictor and free device memory; keep the CPU weights for re-activation."""
@@ -332,6 +276,7 @@ class StereoSegNode(LifecycleNode):
                    "queue": (started - item.received_ns) * 1e-9,
                    "convert": converted - start,
                    **{f"predict_{k}": v for k, v in prediction.timings.items()}}
+        self._last_frame_size = frame.left.shape[:2]
         with self._lock:
             self.counters["processed"] += 1
         return frame, prediction, timings, time.perf_counter()

@@ -53,6 +53,10 @@ PARAMETER_SPECS: dict[str, ParameterSpec] = {
                   "(docs/performance.md).",
                   choices=("auto", "eager", "compile", "onnxruntime", "openvino")),
     "channels_last": _S("Run the model in channels-last memory format."),
+    "inference_scale": _S("The network runs on each pair resized by this factor (sides "
+                          "rounded to multiples of 32); outputs come back at the input's size, "
+                          "disparity in its pixels. < 1 trades detail for frame rate "
+                          "(docs/performance.md).", minimum=0.1, maximum=4.0),
     "compile": _S("torch.compile the model (slow first frame, faster after)."),
     "warmup_size": _S("[H, W] of dummy frames run on configure; 0 skips the warm-up."),
     "approximate_sync": _S("Pair inputs whose stamps differ by up to sync_slop instead of "
