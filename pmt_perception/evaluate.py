@@ -39,7 +39,7 @@ from pmt_perception.data.bag_io import BagError
 from pmt_perception.evaluation.figures import write_all_figures, write_error_maps
 from pmt_perception.evaluation.frame_statistics import FrameStatistics
 from pmt_perception.evaluation.report import EvaluationAccumulator
-from pmt_perception.inference import Predictor
+from pmt_perception.inference import MAX_INFERENCE_SCALE, Predictor
 from pmt_perception.network import count_parameters
 from pmt_perception.runtime import BACKENDS
 
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=float, default=None,
                         help="evaluation scale of datasets whose loader has one (middlebury): "
                              "images area-resized, GT nearest-resized and multiplied")
-    parser.add_argument("--inference-scale", type=float, default=1.0,
+    parser.add_argument("--inference-scale", type=inference_scale, default=1.0,
                         help="run the network on each pair resized by this factor and score its "
                              "outputs resized back, as the node's inference_scale does")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
@@ -162,6 +162,13 @@ def iterate_samples(dataset, *, limit: Optional[int], workers: int) -> Iterator[
     # batch_size=None: samples one by one (sizes may differ), decoded ahead by the workers.
     loader = torch.utils.data.DataLoader(subset, batch_size=None, num_workers=max(0, workers))
     yield from loader
+
+
+def inference_scale(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= MAX_INFERENCE_SCALE:
+        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_INFERENCE_SCALE:g}], got {text}")
+    return value
 
 
 def build_method(args: argparse.Namespace):

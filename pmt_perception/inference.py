@@ -1,8 +1,9 @@
 """Predictor: one stereo pair in (uint8 images), labels + disparity (+ confidences) out.
 
 Everything per frame happens here, on the model's device: uint8 -> float, padding to what the
-network accepts, the forward pass under the chosen precision, argmax / softmax / confidence,
-cropping back. The ROS node, the evaluator and the demo are thin callers of `predict`.
+network accepts (or resizing, with `inference_scale`), the forward pass under the chosen
+precision, argmax / softmax / confidence, cropping (or resizing) back. The ROS node, the
+evaluator and the demo are thin callers of `predict`.
 
 The runtime (`backend` x `precision`, both may be "auto") is chosen in runtime.py.
 """
@@ -39,7 +40,7 @@ class Prediction:
     seg_confidence: Optional[np.ndarray] = None        # H x W float32, max softmax
     disparity_confidence: Optional[np.ndarray] = None  # H x W float32 in [0, 1]
     coarse_labels: Optional[np.ndarray] = None         # H x W uint8 (coarse head)
-    seg_attention: Optional[np.ndarray] = None         # h x w float32 (H/4), when extras
+    seg_attention: Optional[np.ndarray] = None         # h x w float32 (the network's H/4), extras
     disp_attention: Optional[np.ndarray] = None
     timings: dict = dataclasses.field(default_factory=dict)  # seconds: pre, model, post
 
@@ -286,12 +287,13 @@ class Predictor:
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """The H x W the network runs on for an input of `height` x `width`: the input itself
         (padded later) at scale 1, else the scaled size rounded to multiples of 32, so no
-        padding is spent (the aspect ratio moves by at most 16 px per side, which does not
-        matter on rectified rows), and at least the SPP minimum."""
+        padding is spent, and at least the SPP minimum (rounded up to 32). The aspect ratio
+        may change; on rectified rows only the width ratio matters (disparity is rescaled by
+        it)."""
         if self.inference_scale == 1.0:
             return height, width
-        need = self.config.min_input_size
-        return tuple(max(need, 32, int(round(side * self.inference_scale / 32)) * 32)
+        need = max(32, -(-self.config.min_input_size // 32) * 32)
+        return tuple(max(need, int(round(side * self.inference_scale / 32)) * 32)
                      for side in (height, width))
 
     def _pad(self, batch: torch.Tensor) -> torch.Tensor:

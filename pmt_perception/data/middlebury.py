@@ -219,7 +219,10 @@ def scenes_in(folder: Path, *, right_image: str = "im1.png") -> list[Scene]:
         if right.is_file():   # a lone *L.jpg is not a stereo pair
             pairs.append(Scene(folder, LAYOUT_FLAT, path, right, folder / f"{name}GT.png"))
     for path in sorted(folder.glob("*_left.png")):
-        name = _SKIMAGE_LEFT.match(path.name).group("name")
+        match = _SKIMAGE_LEFT.match(path.name)
+        if match is None or not path.is_file():
+            continue
+        name = match.group("name")
         right, disparity = folder / f"{name}_right.png", folder / f"{name}_disp.npz"
         if right.is_file() and disparity.is_file():
             pairs.append(Scene(folder, LAYOUT_SKIMAGE, path, right, disparity))

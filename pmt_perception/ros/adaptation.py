@@ -43,8 +43,9 @@ class AdaptationStats:
     swaps: int = 0            # weights handed to the predictor
     last_loss: float = float("nan")
     last_step_seconds: float = float("nan")
-    last_swap_seconds: float = float("nan")   # building the new Predictor (an ONNX runtime
-                                              # re-exports and recompiles: seconds on a CPU)
+    last_swap_seconds: float = float("nan")   # building the new Predictor and its warm-up
+                                              # frame (an ONNX runtime re-exports and
+                                              # recompiles, compile recompiles: seconds)
 
 
 class OnlineAdaptation:
@@ -85,6 +86,11 @@ class OnlineAdaptation:
         if self._thread.is_alive():
             self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    @property
+    def stopping(self) -> bool:
+        """True once stop() was asked: the thread ends after its current update."""
+        return self._stop
 
     def offer(self, left: np.ndarray, right: np.ndarray) -> bool:
         """Called by the node for every synchronized pair (H x W x 3 uint8 RGB); never blocks on
@@ -183,5 +189,5 @@ class OnlineAdaptation:
             self.install(frozen)
             self.stats.last_swap_seconds = time.perf_counter() - swap_started
             self.stats.swaps += 1
-            self._last_swap = now
+            self._last_swap = time.monotonic()   # the interval runs between swaps, not builds
         return True

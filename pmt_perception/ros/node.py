@@ -83,6 +83,7 @@ class StereoSegNode(OnlineAdaptationHooks, LifecycleNode):
         self._received = [0] * len(INPUT_TOPICS)   # messages per input topic, since startup
         self._loaded: LoadedModel | None = None
         self.predictor: Predictor | None = None
+        self._predictor_values: dict = {}
         self._outputs: OutputPublishers | None = None
         self._pipeline: FramePipeline | None = None
         self._adaptation: OnlineAdaptation | None = None   # adapt: true (ros/adaptation.py)
@@ -113,7 +114,8 @@ class StereoSegNode(OnlineAdaptationHooks, LifecycleNode):
                                         untrained_seed=values["untrained_seed"])
             self._build_predictor(values)
             if all(values["warmup_size"]):
-                seconds = self.predictor.warmup(tuple(values["warmup_size"]))
+                seconds = self.predictor.warmup(tuple(values["warmup_size"]), confidence=bool(
+                    self._output_settings.enabled & {topics.SEG_CONFIDENCE, topics.DISPARITY_CONFIDENCE}))
                 self.get_logger().info(f"warm-up at {values['warmup_size']}: {seconds:.2f} s")
         except Exception as error:  # noqa: BLE001 - a bad checkpoint must not kill the node
             self.get_logger().error(f"configure failed: {type(error).__name__}: {error}")
@@ -183,6 +185,7 @@ class StereoSegNode(OnlineAdaptationHooks, LifecycleNode):
         return SUCCESS
 
     def _build_predictor(self, values: dict, model=None) -> None:
+        self._predictor_values = values   # adapted weights are swapped in with the same settings
         self.predictor = self._new_predictor(values, model)
 
     def _new_predictor(self, values: dict, model=None) -> Predictor:

@@ -2,8 +2,8 @@
 background OnlineAdaptation (ros/adaptation.py), swap its weights into the node's Predictor,
 and write the adapted checkpoint (adapt_save_path, ~/save_adapted).
 
-A mixin of StereoSegNode: it uses the node's `predictor`, `_loaded`, `_outputs`,
-`_output_settings`, `_last_frame_size`, `_adaptation` and `_new_predictor`.
+A mixin of StereoSegNode: it uses the node's `predictor`, `_predictor_values`, `_loaded`,
+`_outputs`, `_output_settings`, `_last_frame_size`, `_adaptation` and `_new_predictor`.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class OnlineAdaptationHooks:
             adaptation = OnlineAdaptation(
                 self._loaded.model, settings, device=self.predictor.device,
                 class_names=list(self._loaded.class_names),
-                install=lambda model: self._install_adapted(model, values),
+                install=lambda model: self._install_adapted(adaptation, model),
                 every_n=values["adapt_every_n"], steps_per_pair=values["adapt_steps_per_pair"],
                 min_swap_interval=values["adapt_swap_interval"])
         except Exception as error:  # noqa: BLE001 - the node serves without adaptation
@@ -32,19 +32,27 @@ class OnlineAdaptationHooks:
         self.get_logger().info(f"adapt: online adaptation of {settings.parameters} on every "
                                f"{values['adapt_every_n']}-th pair")
 
-    def _install_adapted(self, model, values: dict) -> None:
-        """Adaptation thread: a Predictor for the new weights, built and run once at the
-        latest frame's size here (an ONNX runtime builds its graph on the first frame of a
-        size: seconds that must not fall on the publishing path), then swapped in by
+    def _install_adapted(self, adaptation: OnlineAdaptation, model) -> None:
+        """Adaptation thread: a Predictor for the new weights, built with the settings of the
+        one it replaces, run once at the latest frame's size where the runtime builds a graph
+        per size (seconds that must not fall on the publishing path), then swapped in by
         reference; the model worker reads self.predictor once per frame, so the swap falls
-        between frames."""
-        if self._adaptation is None or self.predictor is None:
+        between frames. Only the running adaptation swaps: a thread left over from an earlier
+        activation (stop() waits 10 s at most) must not install its weights into a later one."""
+        def current() -> bool:
+            return self._adaptation is adaptation and not adaptation.stopping
+
+        if not current() or self.predictor is None:
             return
-        candidate = self._new_predictor(values, model)
-        if self._last_frame_size is not None:
-            candidate.warmup(self._last_frame_size, iterations=1, confidence=self._outputs is not None
-                             and self._outputs.needs_confidence(self._output_settings))
-        if self._adaptation is not None:   # deactivated meanwhile: keep what it left
+        candidate = self._new_predictor(self._predictor_values, model)
+        size = self._last_frame_size or tuple(self._predictor_values["warmup_size"])
+        if candidate.backend != "eager" and all(size) and current():
+            outputs = self._outputs   # read once: cleanup may drop it meanwhile
+            # The graph of the outputs wanted now; a confidence subscriber arriving later still
+            # costs one graph build on the publishing path.
+            confidence = outputs is not None and outputs.needs_confidence(self._output_settings)
+            candidate.warmup(size, iterations=1, confidence=confidence)
+        if current():
             self.predictor = candidate
 
     def _stop_adaptation(self) -> None:
