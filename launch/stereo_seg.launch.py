@@ -2,6 +2,7 @@
 
     ros2 launch pmt_perception stereo_seg.launch.py
     ros2 launch pmt_perception stereo_seg.launch.py start_source:=true
+    ros2 launch pmt_perception stereo_seg.launch.py inference_scale:=0.6667   # faster, coarser
     ros2 launch pmt_perception stereo_seg.launch.py namespace:=front checkpoint:=/models/pmt.pt \
         left_image:=/front/left/image_rect_color right_image:=/front/right/image_rect_color
 
@@ -23,7 +24,12 @@ NODE_PARAMETER_ARGUMENTS = {
     "checkpoint": "checkpoint",
     "device": "device",
     "precision": "precision",
+    "backend": "backend",
+    "inference_scale": "inference_scale",
 }
+# Node parameters that are numbers: a launch argument is text, and a parameter declared as a
+# double refuses a string override.
+FLOAT_PARAMETERS = {"inference_scale"}
 # launch argument -> the node's input / output topic it remaps when not empty
 REMAP_ARGUMENTS = {
     "left_image": topics.LEFT_IMAGE,
@@ -42,6 +48,9 @@ ARGUMENTS = {
     "checkpoint": "Model checkpoint (empty: the YAML's; models/*.pt, else untrained)",
     "device": "Torch device: auto, cpu, cuda, cuda:N (empty: the YAML's)",
     "precision": "fp32, bf16 or fp16 (empty: the YAML's)",
+    "backend": "eager, compile, onnxruntime or openvino (empty: the YAML's)",
+    "inference_scale": "Run the network on the pair resized by this factor, outputs at the "
+                       "input's size, e.g. 0.6667 (empty: the YAML's)",
     "namespace": "Namespace of the nodes and (relative) topics",
     "use_sim_time": "true to follow /clock (empty: ROS's default, false)",
     "start_source": "true to also start the synthetic stereo_source",
@@ -64,8 +73,8 @@ def _launch_nodes(context):
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
-    overrides = {parameter: arg(name) for name, parameter in NODE_PARAMETER_ARGUMENTS.items()
-                 if arg(name)}
+    overrides = {parameter: float(arg(name)) if parameter in FLOAT_PARAMETERS else arg(name)
+                 for name, parameter in NODE_PARAMETER_ARGUMENTS.items() if arg(name)}
     time_source = {"use_sim_time": _is_true(arg("use_sim_time"))} if arg("use_sim_time") else {}
     remappings = [(topic, arg(name)) for name, topic in REMAP_ARGUMENTS.items() if arg(name)]
     nodes = [Node(

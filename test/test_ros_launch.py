@@ -29,6 +29,7 @@ SOURCE_YAML = """/**:
     rate: 5.0
     pool_size: 2
 """
+INFERENCE_SCALE = 0.5   # a launch argument (a float parameter): the network runs on 32 x 64
 CLEAN_EXIT_PROBLEMS = ("Traceback", "has died", "terminate called", "escalating", "KeyboardInterrupt")
 
 
@@ -57,6 +58,7 @@ def launched(colcon_workspace, tiny_checkpoint, tmp_path_factory, ros_endpoint_f
         process = subprocess.Popen(colcon_workspace.command(
             "ros2", "launch", "pmt_perception", "stereo_seg.launch.py", "start_source:=true",
             f"checkpoint:={tiny_checkpoint}", "device:=cpu", "precision:=fp32",
+            f"inference_scale:={INFERENCE_SCALE}",
             f"source_config:={work / 'source.yaml'}", "points_topic:=cloud"),
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
@@ -114,6 +116,8 @@ def test_outputs_carry_the_left_image_header(launched):
 def test_launch_arguments_reach_the_node(launched):
     result = launched.ros2("param", "get", NODE, "checkpoint")
     assert result.returncode == 0 and str(launched.checkpoint) in result.stdout, result
+    result = launched.ros2("param", "get", NODE, "inference_scale")
+    assert result.returncode == 0 and f"Double value is: {INFERENCE_SCALE}" in result.stdout, result
     info = launched.ros2("node", "info", NODE)
     assert info.returncode == 0, info
     text = info.stdout
@@ -180,7 +184,7 @@ def test_points2_read_back_equals_the_predictor_points(launched):
     camera = camera_from_infos(left_info, right_info)
     # The node's runtime (its YAML's backend, resolved the same way): equal bytes need one runtime.
     prediction = Predictor(launched.checkpoint, device="cpu", precision="fp32",
-                           backend=settings["backend"]).predict(
+                           backend=settings["backend"], inference_scale=INFERENCE_SCALE).predict(
         np.array(to_rgb8(left)), np.array(to_rgb8(right)))
     expected = camera.points_from_disparity(
         prediction.disparity, stride=settings["points_stride"],
