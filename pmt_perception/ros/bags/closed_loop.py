@@ -41,6 +41,7 @@ from pmt_perception.evaluation.over_time import (
     recording_per_frame,
 )
 from pmt_perception.ros.env import dds_environment
+from pmt_perception.ros.params import load_defaults
 from pmt_perception.ros.processes import read_log, start_module, stop_process
 from pmt_perception.ros.shutdown import StopRequest, interrupt_on_stop_signals
 from pmt_perception.topics import DISPARITY, SEG, StereoTopics
@@ -256,8 +257,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _score(args, recorded: Path, played) -> int:
     """Live (the recording) and offline scores of the same frames, compared."""
+    # The node's inference_scale (a --node-param, else its YAML default): the same network input.
+    inference_scale = float(node_parameters(args.node_param).get(
+        "inference_scale", load_defaults()["inference_scale"]))
     method, description, class_names, palette = build_method(SimpleNamespace(
-        sgbm=None, checkpoint=args.checkpoint, device=args.device, precision="fp32", backend=None))
+        sgbm=None, checkpoint=args.checkpoint, device=args.device, precision="fp32", backend=None,
+        inference_scale=inference_scale))
     palette = np.asarray(palette, np.uint8)
     try:
         live_accumulator, live, scored = score_recording(args.bag, recorded,
