@@ -76,10 +76,10 @@ def test_inference_scale_runs_the_network_smaller_and_answers_at_the_input_size(
     assert out.labels.shape == out.disparity.shape == out.seg_confidence.shape == (128, 200)
     assert out.coarse_labels.shape == out.disparity_confidence.shape == (128, 200)
 
-    def resized(a):
-        t = torch.from_numpy(a).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    def resized(a):   # uint8 in, uint8 out, as the Predictor resizes uint8 images on the CPU
+        t = torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0)
         return torch.nn.functional.interpolate(t, size=(64, 96), mode="bilinear", antialias=True,
-                                               align_corners=False)[0]
+                                               align_corners=False)[0].permute(1, 2, 0).numpy()
 
     small = Predictor(model, device="cpu", channels_last=False).predict(resized(left), resized(right))
     back = torch.nn.functional.interpolate(torch.from_numpy(small.disparity)[None, None],
@@ -90,6 +90,11 @@ def test_inference_scale_runs_the_network_smaller_and_answers_at_the_input_size(
     rows = np.floor((np.arange(128) + 0.5) * 64 / 128).astype(int)
     cols = np.floor((np.arange(200) + 0.5) * 96 / 200).astype(int)
     np.testing.assert_array_equal(out.labels, small.labels[rows][:, cols])
+    # Float inputs are resized as floats: the same network input within 1/255.
+    as_float = [torch.from_numpy(a).permute(2, 0, 1).float() / 255 for a in (left, right)]
+    from_float = scaled.predict(*as_float)
+    assert from_float.disparity.shape == (128, 200)
+    np.testing.assert_allclose(from_float.disparity, out.disparity, atol=0.05)
     with pytest.raises(ValueError, match="inference_scale"):
         Predictor(model, device="cpu", inference_scale=0.0)
 
