@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pmt_perception.ros.env import apply_dds_environment  # noqa: E402  (before rclpy)
+from pmt_perception.runtime import cpu_has_native_bf16  # noqa: E402
 
 DOMAIN_ID = 48
 STAGES = ("transport", "queue", "convert", "predict_pre", "predict_model", "predict_post",
@@ -62,13 +63,15 @@ def parse_args(argv=None):
 
 
 def two_network_reference(size) -> dict:
-    """bench/inference.py's LR-ASPP + SGBM row on its fastest CPU runtime here (OpenVINO when
-    installed, else ONNX Runtime), in this process."""
+    """bench/inference.py's LR-ASPP + SGBM row on its fastest CPU runtime here, in this
+    process: OpenVINO when installed (bf16 on a CPU with native bf16, as the node's `auto`
+    picks for itself; fp32 elsewhere), else ONNX Runtime fp32."""
     spec = importlib.util.spec_from_file_location("cpu_inference_bench", ROOT / "bench" / "inference.py")
     cpu_bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cpu_bench)
     backend = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
-    return cpu_bench.run_two_nets(cpu_bench.TWO_NETS, backend, "fp32", size, repeats=5)
+    precision = "bf16" if backend == "openvino" and cpu_has_native_bf16() else "fp32"
+    return cpu_bench.run_two_nets(cpu_bench.TWO_NETS, backend, precision, size, repeats=5)
 
 
 def node_setting(options, name: str):

@@ -38,6 +38,31 @@ def test_a_few_steps_on_tiny_synthetic_data_lower_the_loss(tmp_path):
     assert validation["d1"] is not None and validation["epe"] >= 0
 
 
+def test_bf16_on_the_cpu_trains_in_nchw_where_dilated_convolutions_get_exact_gradients(
+        tmp_path, capsys):
+    # torch 2.14.1's oneDNN returns wrong or NaN weight gradients for dilated convolutions in
+    # channels-last bf16 on avx512_bf16 CPUs (the `edge` refinement went NaN on step 2), so a
+    # bf16 run on the CPU trains in NCHW whatever `channels_last` says, and says so.
+    run = tmp_path / "run"
+    assert main(tiny_argv(run, iterations=2, precision="bf16", channels_last="true")) == 0
+    assert "channels_last off" in capsys.readouterr().out
+    assert yaml.safe_load((run / "config.yaml").read_text())["channels_last"] is False
+    assert all(torch.isfinite(torch.tensor(loss)) for loss in losses_by_step(run).values())
+    # The shape that broke: 24 channels at 20x36, dilation 4. In NCHW, bf16 matches fp32.
+    generator = torch.Generator().manual_seed(0)
+    inputs, weight = torch.randn(2, 24, 20, 36, generator=generator), torch.randn(24, 24, 3, 3)
+    gradients = []
+    for dtype in (torch.bfloat16, None):
+        w = weight.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            out = torch.nn.functional.conv2d(inputs, w, padding=4, dilation=4)
+        out.float().square().mean().backward()
+        gradients.append(w.grad)
+    bf16, fp32 = gradients
+    assert torch.isfinite(bf16).all()
+    assert (bf16 - fp32).abs().max() <= 0.05 * fp32.abs().max()
+
+
 def test_command_line_overrides_win_and_the_resolved_config_is_written(tmp_path):
     run = tmp_path / "run"
     assert main(tiny_argv(run, iterations=1, lr="3e-4", grad_clip_norm=1.0,

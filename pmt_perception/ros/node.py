@@ -38,7 +38,7 @@ from pmt_perception.ros.inputs import (
     frame_id_problem,
 )
 from pmt_perception.ros.node_adaptation import OnlineAdaptationHooks
-from pmt_perception.ros.outputs import OutputPublishers, OutputSettings, classes_message
+from pmt_perception.ros.outputs import CONFIDENCE_TOPICS, OutputPublishers, OutputSettings, classes_message
 from pmt_perception.ros.params import declare_parameters, help_requested, help_text, settings_snapshot
 from pmt_perception.ros.qos import input_qos, output_qos
 from pmt_perception.ros.save_trigger import create_save_triggers
@@ -115,7 +115,7 @@ class StereoSegNode(OnlineAdaptationHooks, LifecycleNode):
             self._build_predictor(values)
             if all(values["warmup_size"]):
                 seconds = self.predictor.warmup(tuple(values["warmup_size"]), confidence=bool(
-                    self._output_settings.enabled & {topics.SEG_CONFIDENCE, topics.DISPARITY_CONFIDENCE}))
+                    self._output_settings.enabled & CONFIDENCE_TOPICS))
                 self.get_logger().info(f"warm-up at {values['warmup_size']}: {seconds:.2f} s")
         except Exception as error:  # noqa: BLE001 - a bad checkpoint must not kill the node
             self.get_logger().error(f"configure failed: {type(error).__name__}: {error}")

@@ -21,8 +21,8 @@ from pmt_perception.labels import IGNORE_LABEL
 from pmt_perception.ros.conversions import make_disparity_image, make_pointcloud2, numpy_to_image
 from pmt_perception.ros.qos import latched_qos
 
-__all__ = ["IGNORE_LABEL", "CLASSES_TOPIC", "OUTPUT_TOPICS", "OutputSettings", "OutputPublishers",
-           "classes_message"]
+__all__ = ["IGNORE_LABEL", "CLASSES_TOPIC", "OUTPUT_TOPICS", "CONFIDENCE_TOPICS", "OutputSettings",
+           "OutputPublishers", "classes_message"]
 
 CLASSES_TOPIC = topics.SEG_CLASSES
 # topic -> (message type, the parameter that switches it on)
@@ -34,6 +34,8 @@ OUTPUT_TOPICS = {
     topics.SEG_CONFIDENCE: (Image, "publish_confidence"),
     topics.DISPARITY_CONFIDENCE: (Image, "publish_confidence"),
 }
+# The outputs that need the Predictor's confidence maps (a costlier graph: softmax maxima).
+CONFIDENCE_TOPICS = frozenset({topics.SEG_CONFIDENCE, topics.DISPARITY_CONFIDENCE})
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class OutputPublishers:
                 if self.publishers[topic].get_subscription_count() > 0}
 
     def needs_confidence(self, settings: OutputSettings) -> bool:
-        return bool(self.wanted(settings) & {topics.SEG_CONFIDENCE, topics.DISPARITY_CONFIDENCE})
+        return bool(self.wanted(settings) & CONFIDENCE_TOPICS)
 
     def publish(self, frame, prediction, colorize, settings: OutputSettings) -> dict[str, float]:
         """Publish every wanted output of one frame; returns seconds spent per output."""

@@ -36,6 +36,16 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def channels_last_trains_exactly(dtype: Optional[torch.dtype], device: torch.device) -> bool:
+    """False for bf16 on the CPU: there, torch 2.14.1's oneDNN (3.12) returns wrong weight
+    gradients for dilated convolutions in channels-last format on avx512_bf16 CPUs (garbage at
+    dilation 2, NaN at 4 and 8, for some shapes only: the disparity refinement's 24-channel
+    body at a 160x288 crop went non-finite on step 2), while the forward pass, the input
+    gradient and the contiguous (NCHW) kernels are right. NCHW costs about 11 % of a bf16
+    step there (0.72 vs 0.64 s forward + backward of `edge`, batch 8)."""
+    return not (dtype == torch.bfloat16 and device.type == "cpu")
+
+
 def load_data_settings(config: TrainConfig) -> DataConfig:
     path = resolve_config_path(config.data, "data")
     merged = merge(load_yaml(path), to_plain(config.data_overrides))

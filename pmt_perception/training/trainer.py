@@ -10,6 +10,7 @@ computes the same loss, bit for bit, as step s+1 of a run that was never interru
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from .components import (
     build_loaders,
     build_network,
     build_optimizer,
+    channels_last_trains_exactly,
     load_data_settings,
     lr_factor,
 )
@@ -43,6 +45,11 @@ from .validation import is_improvement, metric_mode, validate
 class Trainer:
     def __init__(self, config: TrainConfig, context: DistributedContext, *,
                  resume_path: Path | None = None, config_source: str | None = None) -> None:
+        self.dtype = autocast_dtype(config.precision, context.device)
+        if config.channels_last and not channels_last_trains_exactly(self.dtype, context.device):
+            print("[pmt-train] channels_last off: bf16 on this CPU computes dilated convolutions' "
+                  "weight gradients wrongly in channels-last (components.py says why)", flush=True)
+            config = dataclasses.replace(config, channels_last=False)
         self.config = config
         self.config_source = config_source     # the --config file, recorded in the run files
         self.context = context
@@ -66,7 +73,6 @@ class Trainer:
         self.model_config = unwrap(self.network).config
         loss_config = load_loss_config(config.loss, **to_plain(config.loss_overrides))
         self.criterion = PMTLoss(loss_config).to(context.device)
-        self.dtype = autocast_dtype(config.precision, context.device)
         self.module = NetworkWithLoss(self.network, self.criterion, dtype=self.dtype,
                                       device_type=context.device.type)
         self.optimizer = build_optimizer(config, self.module.parameters())
