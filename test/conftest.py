@@ -358,6 +358,9 @@ class ColconWorkspace:
         env["PATH"] = f"{self.bin}:{env.get('PATH', '')}"
         # A user's shell has no checkout on its path: the installed copy must serve.
         env.pop("PYTHONPATH", None)
+        # A hung `ros2 launch` can be asked for every thread's Python stack (SIGABRT):
+        # `wait_or_show_stacks` does so where a stop times out.
+        env["PYTHONFAULTHANDLER"] = "1"
         return env
 
     def command(self, *words: str) -> list[str]:
@@ -386,6 +389,51 @@ def colcon_workspace(tmp_path_factory):
     workspace = ColconWorkspace(root)
     assert workspace.setup.is_file()
     return workspace
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Every live process below `pid` (Linux /proc), children first."""
+    from pathlib import Path
+
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found += [child, *descendant_pids(child)]
+    return found
+
+
+def wait_or_show_stacks(process, timeout: float, log_path) -> int:
+    """`process.wait(timeout)`; where it times out, SIGABRT makes the process (started with
+    PYTHONFAULTHANDLER=1, as `ColconWorkspace.env` sets) write each thread's Python stack into
+    its log, and the AssertionError carries that log's tail: a hang shows where it hangs. The
+    processes it had started are then killed, so that no orphan node disturbs later tests."""
+    import os
+    import signal
+    import subprocess
+
+    from pmt_perception.ros.processes import read_log
+
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        children = descendant_pids(process.pid)
+        process.send_signal(signal.SIGABRT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        raise AssertionError(f"process {process.pid} did not exit within {timeout:g} s; its "
+                             f"log, with the threads' stacks at the end:\n"
+                             f"{read_log(log_path, tail=30_000)}") from None
 
 
 def stop_ros2_daemon(workspace, env) -> None:

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import stamp_of, stop_ros2_daemon
+from conftest import stamp_of, stop_ros2_daemon, wait_or_show_stacks
 
 pytestmark = pytest.mark.ros
 
@@ -245,7 +245,7 @@ def test_sigint_to_ros2_launch_stops_both_nodes_cleanly(launched):
     from pmt_perception.ros.processes import read_log
 
     launched.process.send_signal(signal.SIGINT)   # the launch process only
-    assert launched.process.wait(timeout=60) == 0
+    assert wait_or_show_stacks(launched.process, 60, launched.log_path) == 0
     log = read_log(launched.log_path, tail=200_000)
     assert log.count("process has finished cleanly") == 2, log
     for problem in CLEAN_EXIT_PROBLEMS:

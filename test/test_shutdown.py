@@ -17,6 +17,8 @@ import sys
 
 import pytest
 
+from conftest import wait_or_show_stacks
+
 pytestmark = pytest.mark.ros
 
 NOT_CLEAN = ("Traceback", "terminate called", "KeyboardInterrupt", "did not exit within",
@@ -207,7 +209,7 @@ def test_every_node_under_ros2_launch(target, tmp_path, colcon_workspace, tiny_c
             launch.send_signal(signal.SIGINT)
         else:
             os.killpg(launch.pid, signal.SIGINT)   # the terminal's Ctrl-C: every process
-        assert launch.wait(timeout=120) == 0, read_log(log_path)
+        assert wait_or_show_stacks(launch, 120, log_path) == 0, read_log(log_path)
     finally:
         if launch.poll() is None:
             os.killpg(launch.pid, signal.SIGKILL)
