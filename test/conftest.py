@@ -7,6 +7,7 @@ shared-memory-only profile, its own domain id and a temporary ROS_LOG_DIR.
 """
 from __future__ import annotations
 
+import signal
 import tempfile
 import threading
 import time
@@ -19,6 +20,15 @@ from pmt_perception.ros.env import apply_dds_environment, dds_environment
 SESSION_DOMAIN_ID = 40   # this process, unless a test opens a RosEndpoint on its module's id
 apply_dds_environment(domain_id=SESSION_DOMAIN_ID,
                       log_dir=tempfile.mkdtemp(prefix="pmt_test_ros_logs_"))
+
+# A run started in the background by a non-interactive shell (`make test &`, nohup, some CI
+# runners) starts with SIGINT and SIGQUIT ignored, and every process the tests start inherits
+# that. `ros2 launch` installs no handler of its own over an inherited SIG_IGN, so it would
+# ignore the SIGINT the shutdown tests send it and never stop. Its children get the defaults.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 # A tiny PMT (ResNet-18 taps, small SPP windows): accepts 32 px inputs, tens of ms a frame.
 TINY_MODEL = dict(backbone="resnet18", spp_f1_windows=(8, 4), spp_f2_windows=(4, 2))
@@ -406,13 +416,25 @@ def descendant_pids(pid: int) -> list[int]:
     return found
 
 
+def signal_state(pid: int) -> str:
+    """A process's name and its blocked / ignored / caught / pending signal masks (/proc)."""
+    from pathlib import Path
+
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return f"{pid}: gone"
+    keep = ("Name", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+    return f"{pid}: " + " ".join(line.replace("\t", "") for line in lines
+                                 if line.split(":")[0] in keep)
+
+
 def wait_or_show_stacks(process, timeout: float, log_path) -> int:
     """`process.wait(timeout)`; where it times out, SIGABRT makes the process (started with
     PYTHONFAULTHANDLER=1, as `ColconWorkspace.env` sets) write each thread's Python stack into
     its log, and the AssertionError carries that log's tail: a hang shows where it hangs. The
     processes it had started are then killed, so that no orphan node disturbs later tests."""
     import os
-    import signal
     import subprocess
 
     from pmt_perception.ros.processes import read_log
@@ -421,6 +443,7 @@ def wait_or_show_stacks(process, timeout: float, log_path) -> int:
         return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         children = descendant_pids(process.pid)
+        states = "\n".join(signal_state(pid) for pid in (os.getpid(), process.pid, *children))
         process.send_signal(signal.SIGABRT)
         try:
             process.wait(timeout=15)
@@ -431,7 +454,8 @@ def wait_or_show_stacks(process, timeout: float, log_path) -> int:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        raise AssertionError(f"process {process.pid} did not exit within {timeout:g} s; its "
+        raise AssertionError(f"process {process.pid} did not exit within {timeout:g} s; "
+                             f"signal masks (this test, it, its children):\n{states}\nits "
                              f"log, with the threads' stacks at the end:\n"
                              f"{read_log(log_path, tail=30_000)}") from None
 
