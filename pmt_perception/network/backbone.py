@@ -53,6 +53,8 @@ BACKBONES: dict[str, tuple[str, str, Callable[[nn.Module], list[nn.Module]]]] = 
     "resnet101": ("resnet101", "ResNet101_Weights.IMAGENET1K_V2", _resnet_stages),
     "mobilenet_v3_large": ("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2",
                            _split_features(3, 6)),
+    "mobilenet_v3_small": ("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+                           _split_features(1, 3)),
     "efficientnet_b2": ("efficientnet_b2", "EfficientNet_B2_Weights.IMAGENET1K_V1",
                         _split_features(2, 3)),
 }
