@@ -19,7 +19,8 @@ from .atomic import write_text_atomic
 
 PACKAGE = "pmt_perception"
 
-BACKBONES = ("densenet121", "resnet18", "resnet50", "resnet101", "mobilenet_v3_large", "efficientnet_b2")
+BACKBONES = ("densenet121", "resnet18", "resnet50", "resnet101", "mobilenet_v3_large",
+             "mobilenet_v3_small", "efficientnet_b2")
 UPSAMPLE_MODES = ("nearest", "bilinear", "convex")
 HOURGLASS_CONVS = ("standard", "separable")
 DISPARITY_HEADS = ("regression", "cost_volume")

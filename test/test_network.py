@@ -96,7 +96,8 @@ def test_every_parameter_gets_a_gradient_paper(paper_model):
     dict(), dict(hourglass_stride=2, coarse_head_scale=4, disparity_head_scale=4,
                  refined_head_scale=4, upsample="convex"),
     dict(fseg_to_disparity=False), dict(fseg_fdisp_to_refined=False),
-    dict(backbone="mobilenet_v3_large"), dict(backbone="efficientnet_b2"),
+    dict(backbone="mobilenet_v3_large"), dict(backbone="mobilenet_v3_small"),
+    dict(backbone="efficientnet_b2"),
 ])
 def test_every_parameter_gets_a_gradient(overrides):
     """No dead parameters in any configuration (the published code carries ~1.2M)."""
