@@ -2,6 +2,7 @@
 after SIGKILL, refusal of bad checkpoints."""
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -117,6 +118,37 @@ def test_resume_after_sigkill_mid_epoch_continues_bit_for_bit(tmp_path):
     final_a = load_checkpoint(reference / "last.pt")["model_state"]
     final_b = load_checkpoint(interrupted / "last.pt")["model_state"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_ends_the_run_after_its_step_with_last_pt_written(tmp_path, stop_signal):
+    # No periodic checkpoint in the way: only the stop can write last.pt. One DataLoader worker,
+    # which must not die of the SIGINT a terminal sends to the whole group.
+    flags = dict(iterations=400, checkpoint_interval=1000, workers=1)
+    run, log = tmp_path / "run", tmp_path / "child.log"
+    process = start_training(tiny_argv(run, **flags), log=log, new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "train_log.jsonl").exists() or max(losses_by_step(run), default=0) < 3:
+            assert process.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the child run made no progress"
+            time.sleep(0.05)
+        if stop_signal == signal.SIGINT:
+            os.killpg(process.pid, stop_signal)   # a terminal's Ctrl-C: the worker gets it too
+        else:
+            process.send_signal(stop_signal)      # `kill PID`
+        assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert f"stopped by {stop_signal.name} after step" in text and "Traceback" not in text, text[-3000:]
+    saved = load_checkpoint(run / "last.pt")["progress"]
+    assert 3 <= saved["step"] < 400 and saved["step"] == max(losses_by_step(run))
+    # --resume auto continues from the step after it.
+    assert main(tiny_argv(run, **flags, stop_after=saved["step"] + 2) + ["--resume", "auto"]) == 0
+    assert max(losses_by_step(run)) == saved["step"] + 2
 
 
 def test_resume_refuses_corrupted_and_non_weights_only_checkpoints(tmp_path, capsys):

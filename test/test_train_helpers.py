@@ -42,12 +42,14 @@ def child_env() -> dict[str, str]:
 
 
 def start_training(argv: list[str], *, module: str = "pmt_perception.train",
-                   launcher: list[str] | None = None, log: Path | None = None) -> subprocess.Popen:
+                   launcher: list[str] | None = None, log: Path | None = None,
+                   new_session: bool = False) -> subprocess.Popen:
     # launcher: e.g. ["-m", "torch.distributed.run", "--nproc-per-node", "2"] (torchrun).
+    # new_session: its own process group, which a test may signal as a terminal's Ctrl-C does.
     command = [sys.executable, *(launcher or []), "-m", module, *argv]
     stream = open(log, "w") if log is not None else subprocess.DEVNULL
     return subprocess.Popen(command, cwd=REPO, env=child_env(), stdout=stream,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, start_new_session=new_session)
 
 
 def losses_by_step(run_dir: Path) -> dict[int, float]:

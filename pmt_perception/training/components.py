@@ -18,6 +18,7 @@ from pmt_perception.network import build_model, initial_weights, to_channels_las
 from pmt_perception.runtime import cpu_has_native_bf16
 
 from .distributed import DistributedContext
+from .interrupt import ignore_interrupts_in_worker
 from .recipes import merge
 from .sampling import ResumableSampler, SeededSamples, collate_samples
 from .settings import TrainConfig
@@ -147,7 +148,8 @@ def loader_options(config: TrainConfig, device: torch.device) -> dict[str, Any]:
                                "pin_memory": bool(config.pin_memory) and device.type == "cuda"}
     if workers > 0:
         options.update(persistent_workers=bool(config.persistent_workers),
-                       prefetch_factor=int(config.prefetch_factor))
+                       prefetch_factor=int(config.prefetch_factor),
+                       worker_init_fn=ignore_interrupts_in_worker)
     return options
 
 

@@ -37,6 +37,7 @@ from .components import (
     lr_factor,
 )
 from .distributed import DistributedContext, all_gather_objects, all_reduce_sum, barrier, broadcast_flag
+from .interrupt import StopAtStepBoundary
 from .monitor import NullMonitor, TrainingMonitor
 from .settings import TrainConfig
 from .validation import is_improvement, metric_mode, validate
@@ -44,7 +45,10 @@ from .validation import is_improvement, metric_mode, validate
 
 class Trainer:
     def __init__(self, config: TrainConfig, context: DistributedContext, *,
-                 resume_path: Path | None = None, config_source: str | None = None) -> None:
+                 resume_path: Path | None = None, config_source: str | None = None,
+                 stop_request: StopAtStepBoundary | None = None) -> None:
+        # Read between steps: a stop signal ends the run there, with last.pt written.
+        self.stop_request = stop_request or StopAtStepBoundary()
         self.dtype = autocast_dtype(config.precision, context.device)
         if config.channels_last and not channels_last_trains_exactly(self.dtype, context.device):
             print("[pmt-train] channels_last off: bf16 on this CPU computes dilated convolutions' "
@@ -176,7 +180,9 @@ class Trainer:
                                      train_seconds=seconds_before + time.perf_counter() - session_start)
                 if step % config.eval_interval == 0 or step == last_step:
                     stop = self._evaluate(step)
-                stop = stop or step >= last_step
+                # Every rank stops at the same step when rank 0 got the signal.
+                interrupted = broadcast_flag(self.stop_request.requested, context)
+                stop = stop or step >= last_step or interrupted
                 if step % config.checkpoint_interval == 0 or stop:
                     self._save(self.run_dir / "last.pt")
                 if step in config.snapshot_steps:
@@ -189,6 +195,7 @@ class Trainer:
         summary = {"steps": step, "best_metric": config.best_metric,
                    "best": self.progress["best"], "best_step": self.progress["best_step"],
                    "stopped_early": self.progress["stopped_early"],
+                   "interrupted_by": self.stop_request.signal_name,
                    "train_seconds": self.progress["train_seconds"],
                    "world_size": context.world_size, "last_validation": self.last_metrics}
         if context.is_main:
