@@ -37,6 +37,7 @@ from .adapt import MODULE_GROUPS, Adapter, crop_window, evaluate_disparity
 from .adapt_settings import AdaptSettings, load_settings, parse_crop, parse_size, scheduled_lr
 from .adapt_sources import list_pairs, load_pair
 from .checkpoint import CheckpointError, load_checkpoint, load_model, model_config_of, save_checkpoint
+from .cli import stops_cleanly
 from .inference import resolve_device
 
 
@@ -82,6 +83,7 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.stem + ".partial" + (out.suffix or ".pt"))
 
 
+@stops_cleanly
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:

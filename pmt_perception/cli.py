@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Callable, Optional
 
 
 def parse_size(text: str, *, minimum: int = 1) -> tuple[int, int]:
@@ -13,3 +19,29 @@ def parse_size(text: str, *, minimum: int = 1) -> tuple[int, int]:
     if height < minimum or width < minimum:
         raise argparse.ArgumentTypeError(f"size must be at least {minimum}x{minimum}, got {text!r}")
     return height, width
+
+
+def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stops_cleanly(main: Callable[..., int]) -> Callable[..., int]:
+    """A command's `main` that ends on Ctrl-C or SIGTERM with one line on stderr and exit code
+    130, instead of a traceback (SIGINT) or a silent death (SIGTERM). For the commands that
+    compute for minutes (pmt-synth, pmt-evaluate, pmt-adapt, pmt-export); they write each file
+    atomically (atomic.py), so a stopped command leaves none half-written."""
+    @functools.wraps(main)
+    def wrapped(argv: Optional[list[str]] = None) -> int:
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+        try:
+            return main(argv)
+        except KeyboardInterrupt as stopped:
+            # A new line first: a progress line may be unfinished.
+            print(f"\n{Path(sys.argv[0]).name}: stopped ({str(stopped) or 'SIGINT'})",
+                  file=sys.stderr, flush=True)
+            return 130
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
+    return wrapped

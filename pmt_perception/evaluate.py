@@ -34,6 +34,7 @@ import torch
 from pmt_perception.atomic import json_ready, write_json_atomic
 from pmt_perception.baselines import SGBM_PRESETS, SGBMBaseline
 from pmt_perception.checkpoint import CheckpointError, shipped_checkpoint
+from pmt_perception.cli import stops_cleanly
 from pmt_perception.data import build_dataset, load_data_config
 from pmt_perception.data.bag_io import BagError
 from pmt_perception.evaluation.figures import write_all_figures, write_error_maps
@@ -216,6 +217,7 @@ def prediction_pairs(method: Any, samples: Iterator[dict[str, Any]], *,
         yield sample, predict_sample(method, sample, warmup=warmup if index == 0 else 0)
 
 
+@stops_cleanly
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ from torch import nn
 
 from .atomic import atomic_path, write_bytes_atomic
 from .checkpoint import CheckpointError, load_model, unwrap
-from .cli import parse_size
+from .cli import parse_size, stops_cleanly
 from .config import ModelConfig, from_dict, to_plain
 from .network import PMTNet, PMTOutput
 
@@ -279,6 +279,7 @@ def quantize_file(model: PMTNet, fp32_path: Path, onnx_path: Path, args: argpars
     return {**description, **int8_agreement(unwrap(model).eval(), runner, pairs[:4])}
 
 
+@stops_cleanly
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pmt-export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="checkpoint (.pt) written by pmt-train")

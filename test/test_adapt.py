@@ -393,8 +393,9 @@ def test_pmt_adapt_command_checkpoint_resume_and_determinism(tmp_path, tiny_chec
             raise KeyboardInterrupt
         return real_step(self, *args, **kwargs)
     monkeypatch.setattr(adapt.Adapter, "step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        adapt_cli.main([*common, "--out", str(tmp_path / "b.pt")])
+    # Ctrl-C ends the command with exit code 130 and one line, no traceback (cli.stops_cleanly).
+    assert adapt_cli.main([*common, "--out", str(tmp_path / "b.pt")]) == 130
+    assert "stopped (SIGINT)" in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "b.partial.pt")["adapt_state"]["step"] == 2
     monkeypatch.setattr(adapt.Adapter, "step", real_step)
     assert adapt_cli.main([*common, "--out", str(tmp_path / "b.pt")]) == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import parse_size
+from ..cli import parse_size, stops_cleanly
 from ..visualize import colorize_disparity, colorize_labels, contact_sheet, write_png_rgb
 from .synthetic import PALETTE, SyntheticPair, load_generator_settings, write_folder
 from .synthetic.generator import SPLIT_CODES
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@stops_cleanly
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.num < 1:
