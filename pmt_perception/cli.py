@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional
 
+from .stop_signals import raise_interrupt
+
 
 def parse_size(text: str, *, minimum: int = 1) -> tuple[int, int]:
     """argparse type for `HxW` (e.g. 480x720) -> (height, width)."""
@@ -21,10 +23,6 @@ def parse_size(text: str, *, minimum: int = 1) -> tuple[int, int]:
     return height, width
 
 
-def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def stops_cleanly(main: Callable[..., int]) -> Callable[..., int]:
     """A command's `main` that ends on Ctrl-C or SIGTERM with one line on stderr and exit code
     130, instead of a traceback (SIGINT) or a silent death (SIGTERM). For the commands that
@@ -33,7 +31,7 @@ def stops_cleanly(main: Callable[..., int]) -> Callable[..., int]:
     @functools.wraps(main)
     def wrapped(argv: Optional[list[str]] = None) -> int:
         in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+        previous = signal.signal(signal.SIGTERM, raise_interrupt) if in_main_thread else None
         try:
             return main(argv)
         except KeyboardInterrupt as stopped:

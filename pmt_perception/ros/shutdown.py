@@ -24,10 +24,10 @@ import sys
 import threading
 from typing import Callable
 
+from pmt_perception.stop_signals import STOP_SIGNALS, raise_interrupt
+
 __all__ = ["STOP_SIGNALS", "StopRequest", "StoppedWhileStarting", "init_rclpy", "spin_until_stopped",
            "interrupt_on_stop_signals", "finish"]
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StoppedWhileStarting(BaseException):
@@ -94,15 +94,11 @@ class StopRequest:
             signal.signal(sig, signal.SIG_IGN)
 
 
-def _raise_interrupt(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def interrupt_on_stop_signals() -> None:
     """SIGINT and SIGTERM both raise KeyboardInterrupt from now on: for a long computation
     without a loop to check a StopRequest in (the caller catches it and exits 0)."""
     for sig in STOP_SIGNALS:
-        signal.signal(sig, _raise_interrupt)
+        signal.signal(sig, raise_interrupt)
 
 
 def init_rclpy(args=None, **kwargs) -> None:

@@ -12,7 +12,7 @@ import sys
 import threading
 from typing import Optional
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+from pmt_perception.stop_signals import STOP_SIGNALS
 
 
 class StoppedAtOnce(Exception):
