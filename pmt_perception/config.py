@@ -90,6 +90,16 @@ class ModelConfig:
     # Upsampling of the two segmentation heads' logits; None: the same as `upsample`. Convex
     # upsampling of 19 class maps from H/8 was ~40 % of the `edge` frame on a 2-core CPU.
     segmentation_upsample: str | None = None
+    # Cuts of memory-bound work that FLOP counts miss (docs/performance.md, "Where edge stands"):
+    # `guide_on_pooled_image`: each head's L conv runs on the left image pooled to its grid
+    # instead of at full resolution (pooled after, as published).
+    guide_on_pooled_image: bool = False
+    # Learned convex upsampling by this factor only, bilinear for the rest of a head's scale
+    # (null: convex all the way). Convex upsampling moves 9 weights per pixel it writes.
+    convex_upsample_scale: int | None = None
+    # 2: the coarse branch reads cat(F4_L, F4_R) (Table A.11); 1: F4_L only, and the right
+    # view stops at F2, the deepest feature matching reads.
+    coarse_views: int = 2
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
@@ -131,6 +141,11 @@ class ModelConfig:
                                                     and self.cost_volume_scale == 8):
             raise ValueError("disparity_refinement_scale 4 refines a cost volume built at H/8: "
                              "it needs disparity_head cost_volume and cost_volume_scale 8")
+        if self.convex_upsample_scale not in (None, 2, 4, 8):
+            raise ValueError(f"convex_upsample_scale must be null, 2, 4 or 8, got "
+                             f"{self.convex_upsample_scale}")
+        if self.coarse_views not in (1, 2):
+            raise ValueError(f"coarse_views must be 1 or 2, got {self.coarse_views}")
         if self.cost_volume_groups < 1:
             raise ValueError(f"cost_volume_groups must be >= 1, got {self.cost_volume_groups}")
         if not self.spp_f1_windows or not self.spp_f2_windows:

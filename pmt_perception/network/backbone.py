@@ -100,10 +100,13 @@ class FeatureTaps(nn.Module):
         for ours, theirs in zip((self.stage1, self.stage2, self.stage3), BACKBONES[self.name][2](model)):
             ours.load_state_dict(theirs.state_dict())
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, deep_images: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`deep_images`: F4 of the first this many images of the batch only (the others stop
+        at F2: a right view whose F4 nothing reads)."""
         f1 = self.stage1(image)   # Table A.10: F1, H/4
         f2 = self.stage2(f1)      # F2, H/8
-        f4 = self.stage3(f2)      # F4, H/32
+        f4 = self.stage3(f2 if deep_images is None else f2[:deep_images])  # F4, H/32
         return f1, f2, f4
 
 

@@ -32,7 +32,8 @@ def _fold_pair(owner: nn.Module, conv_name: str, bn_name: str) -> bool:
 
 
 # Attribute pairs (conv, bn) of torchvision blocks that are not plain Sequentials.
-_NAMED_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"), ("deconv", "bn"))
+_NAMED_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"), ("deconv", "bn"),
+                ("spatial", "spatial_bn"), ("along_d", "along_d_bn"))   # cost_volume.FactorizedConv3d
 
 
 def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> tuple[nn.Module, int]:

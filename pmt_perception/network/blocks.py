@@ -161,29 +161,93 @@ def correlation_1d(left: torch.Tensor, right: torch.Tensor, max_shift: int) -> t
         [(left * padded[..., s:s + width]).sum(1) for s in range(2 * max_shift + 1)], dim=1)
 
 
+def bilinear_phase_weights(factor: int) -> torch.Tensor:
+    """factor x 3: the weights on the neighbours (-1, 0, +1) of source pixel i that give output
+    pixel factor * i + p of a bilinear upsampling by `factor` (half-pixel centres, as
+    F.interpolate with align_corners=False)."""
+    weights = torch.zeros(factor, 3)
+    for phase in range(factor):
+        offset = (phase + 0.5) / factor - 0.5          # source position minus i, in (-0.5, 0.5)
+        if offset < 0:
+            weights[phase, 0], weights[phase, 1] = -offset, 1 + offset
+        else:
+            weights[phase, 1], weights[phase, 2] = 1 - offset, offset
+    return weights
+
+
+class BilinearByPhases(nn.Module):
+    """F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False), computed
+    as a fixed 3x3 convolution into factor x factor phase maps and a pixel shuffle. The same
+    values (edge pixels clamp, as interpolate's do), no weights; OpenVINO's Interpolate of the
+    one-channel disparity took 2.7 ms at 480x736 on a 2-core CPU, this far less."""
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+        taps = bilinear_phase_weights(factor)
+        kernel = torch.einsum("pi,qj->pqij", taps, taps).reshape(factor * factor, 1, 3, 3)
+        self.register_buffer("kernel", kernel, persistent=False)   # a constant, not a weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        # Channels folded into the batch: one constant kernel serves any channel count.
+        single = F.pad(x.reshape(b * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
+        phases = F.conv2d(single, self.kernel.to(x.dtype))
+        return F.pixel_shuffle(phases, self.factor).reshape(b, c, h * self.factor, w * self.factor)
+
+
+class LConv(ConvBNReLU):
+    """The paper's per-branch "L conv": conv2D(5x5, dilation 2, 1 channel) of the left image,
+    brought to a head's grid (ceil(H/s) x ceil(W/s)) by average pooling.
+
+    `on_pooled_image`: the image is pooled first and the conv runs on the head's grid. As
+    published the conv runs at full resolution and its one output channel is pooled after: on
+    a 2-core CPU that single 1-channel map cost 2.5 ms of a 47 ms `edge` frame (OpenVINO bf16,
+    480x720), all of it memory traffic, for a guide that ends up at H/8 anyway. (A subclass
+    of ConvBNReLU so that checkpoints keep their `l_conv.0.weight` keys.)"""
+
+    def __init__(self, *, on_pooled_image: bool = False) -> None:
+        super().__init__(3, 1, kernel_size=5, dilation=2)
+        self.on_pooled_image = on_pooled_image
+
+    def forward(self, left: torch.Tensor, scale: int = 1) -> torch.Tensor:
+        # Fixed-kernel pooling (not adaptive): exports with dynamic H, W.
+        if scale == 1:
+            return super().forward(left)
+        if self.on_pooled_image:
+            return super().forward(F.avg_pool2d(left, scale, scale, ceil_mode=True))
+        return F.avg_pool2d(super().forward(left), scale, scale, ceil_mode=True)
+
+
 class Upsampler(nn.Module):
     """Brings a head's prediction from its working resolution to the output size.
 
     `nearest`/`bilinear` are fixed interpolations. `convex` is RAFT's learned convex
     upsampling: each output pixel is a softmax-weighted mix of the 3x3 low-resolution
     neighbourhood, with weights predicted from the head's features, so edges stay sharp.
+    `convex_scale` < `scale`: convex by `convex_scale` only, bilinear for the rest (convex
+    upsampling moves 9 weights per output pixel; x4 of x8 moves a quarter of them).
     """
 
-    def __init__(self, mode: str, *, feature_channels: int, scale: int) -> None:
+    def __init__(self, mode: str, *, feature_channels: int, scale: int,
+                 convex_scale: int | None = None) -> None:
         super().__init__()
         self.mode, self.scale = mode, scale
-        self.mask = None
+        self.convex_scale = min(convex_scale or scale, scale)
+        self.mask = self.rest = None
         if mode == "convex" and scale > 1:
+            if self.convex_scale < scale:   # bilinear for the rest of the scale
+                self.rest = BilinearByPhases(scale // self.convex_scale)
             self.mask = nn.Sequential(
                 ConvBNReLU(feature_channels, feature_channels),
-                nn.Conv2d(feature_channels, 9 * scale * scale, 1))
+                nn.Conv2d(feature_channels, 9 * self.convex_scale ** 2, 1))
 
     def forward(self, prediction: torch.Tensor, features: torch.Tensor,
                 size: tuple[int, int]) -> torch.Tensor:
         if self.mask is None:
             return resize(prediction, size, "bilinear" if self.mode == "convex" else self.mode)
         b, c, h, w = prediction.shape
-        s = self.scale
+        s = self.convex_scale
         weights = self.mask(features).view(b, 9, s * s, h, w).softmax(dim=1)
         neighbours = F.unfold(prediction, 3, padding=1).view(b, c, 9, h, w)
         # One (s*s x 9) @ (9 x c) product per low-resolution pixel: broadcasting the product
@@ -191,6 +255,8 @@ class Upsampler(nn.Module):
         # which made the segmentation heads the slowest part of the `edge` variant.
         up = torch.matmul(weights.permute(0, 3, 4, 2, 1), neighbours.permute(0, 3, 4, 2, 1))
         up = up.view(b, h, w, s, s, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, h * s, w * s)
+        if self.rest is not None:
+            up = self.rest(up)
         # The head grid is ceil(H / s): low-res pixel j covers full-res j*s .. j*s+s-1, so
         # the exact output is a crop of the top-left H x W.
         return up[..., : size[0], : size[1]]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvBNReLU, Hourglass, PointwiseReLU, Upsampler, correlation_1d, resize
+from .blocks import Hourglass, LConv, PointwiseReLU, Upsampler, correlation_1d, resize
 
 
 def head_size(image: torch.Tensor, scale: int) -> tuple[int, int]:
@@ -33,21 +33,21 @@ class Head(nn.Module):
     """
 
     def __init__(self, in_channels: int, width: int, out_channels: int, *, kernel_size: int,
-                 scale: int, upsample: str, hourglass_stride: int, separable: bool) -> None:
+                 scale: int, upsample: str, hourglass_stride: int, separable: bool,
+                 guide_on_pooled_image: bool = False, convex_scale: int | None = None) -> None:
         super().__init__()
         self.scale = scale
-        self.l_conv = ConvBNReLU(3, 1, kernel_size=5, dilation=2)
+        self.l_conv = LConv(on_pooled_image=guide_on_pooled_image)
         self.reduce = PointwiseReLU(in_channels + 1, width)
         self.hourglass = Hourglass(width, width, kernel_size=kernel_size, stride=hourglass_stride,
                                    final_layer=False, separable=separable)
         self.predict = nn.Conv2d(width, out_channels, kernel_size, padding=kernel_size // 2)
-        self.upsample = Upsampler(upsample, feature_channels=width, scale=scale)
+        self.upsample = Upsampler(upsample, feature_channels=width, scale=scale,
+                                  convex_scale=convex_scale)
 
     def forward(self, features: torch.Tensor, left: torch.Tensor, *, mode: str) -> torch.Tensor:
         size = head_size(left, self.scale)
-        l_conv = self.l_conv(left)                    # L conv 0 / 1 / 2: conv2D(5x5, 1) of Left
-        if self.scale > 1:  # fixed-kernel pooling (not adaptive): exports with dynamic H, W
-            l_conv = F.avg_pool2d(l_conv, self.scale, self.scale, ceil_mode=True)
+        l_conv = self.l_conv(left, self.scale)        # L conv 0 / 1 / 2: conv2D(5x5, 1) of Left
         # convdec 0 / 3 / (resized attention products): resize to L conv dim; cat 1 / 4 / 8
         x = torch.cat([resize(features, size, mode), l_conv], 1)
         x = self.reduce(x)                            # conv1d 1 / 3 / -: conv1D(1x1, width)
@@ -62,19 +62,21 @@ class CoarseSegmentationBranch(nn.Module):
 
     def __init__(self, f4_channels: int, *, reduced_channels: int, f_seg_channels: int,
                  num_classes: int, head_scale: int, upsample: str, hourglass_stride: int,
-                 separable: bool) -> None:
+                 separable: bool, views: int = 2, guide_on_pooled_image: bool = False) -> None:
         super().__init__()
-        self.reduce = PointwiseReLU(2 * f4_channels, reduced_channels)
+        self.reduce = PointwiseReLU(views * f4_channels, reduced_channels)
         self.hourglass = Hourglass(reduced_channels, f_seg_channels, stride=hourglass_stride,
                                    separable=separable)
         self.head = Head(f_seg_channels, f_seg_channels, num_classes, kernel_size=3,
                          scale=head_scale, upsample=upsample,
-                         hourglass_stride=hourglass_stride, separable=separable)
+                         hourglass_stride=hourglass_stride, separable=separable,
+                         guide_on_pooled_image=guide_on_pooled_image)
 
-    def forward(self, f4_left: torch.Tensor, f4_right: torch.Tensor,
+    def forward(self, f4_left: torch.Tensor, f4_right: torch.Tensor | None,
                 left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`f4_right` None: the left view's F4 only (the `coarse_views: 1` configs)."""
         h, w = f4_left.shape[-2:]
-        x = torch.cat([f4_left, f4_right], 1)                   # cat 0: concat F4_L, F4_R
+        x = f4_left if f4_right is None else torch.cat([f4_left, f4_right], 1)  # cat 0: F4_L, F4_R
         x = resize(x, (2 * h, 2 * w), "nearest")                # upscale x2
         x = self.reduce(x)                                      # conv1d 0: conv1D(1x1, 64)
         f_seg = self.hourglass(x)                               # Fseg: hourglass(3x3, 32)
@@ -88,7 +90,8 @@ class DisparityBranch(nn.Module):
 
     def __init__(self, f2_spp_channels: int, *, f_seg_channels: int, context_channels: int,
                  f_disp_channels: int, max_shift: int, corr_channels: int, use_f_seg: bool,
-                 head_scale: int, upsample: str, hourglass_stride: int, separable: bool) -> None:
+                 head_scale: int, upsample: str, hourglass_stride: int, separable: bool,
+                 guide_on_pooled_image: bool = False, convex_scale: int | None = None) -> None:
         super().__init__()
         self.max_shift = max_shift
         self.fseg_to_disparity = use_f_seg
@@ -101,7 +104,8 @@ class DisparityBranch(nn.Module):
         self.scale = head_scale
         self.head = Head(f_disp_channels, f_disp_channels, 1, kernel_size=5, scale=head_scale,
                          upsample=upsample, hourglass_stride=hourglass_stride,
-                         separable=separable)
+                         separable=separable, guide_on_pooled_image=guide_on_pooled_image,
+                         convex_scale=convex_scale)
 
     def forward(self, f2_left: torch.Tensor, f2_right: torch.Tensor, f_seg: torch.Tensor,
                 left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
@@ -126,7 +130,8 @@ class RefinedSegmentationBranch(nn.Module):
     def __init__(self, f1_spp_channels: int, *, f_seg_channels: int, f_disp_channels: int,
                  reduced_channels: int, s_channels: int, head_width: int, num_classes: int,
                  use_task_features: bool, input_scale: int, head_scale: int, upsample: str,
-                 hourglass_stride: int, separable: bool) -> None:
+                 hourglass_stride: int, separable: bool,
+                 guide_on_pooled_image: bool = False) -> None:
         super().__init__()
         def hourglass(in_channels: int, out_channels: int) -> Hourglass:
             return Hourglass(in_channels, out_channels, stride=hourglass_stride,
@@ -146,7 +151,7 @@ class RefinedSegmentationBranch(nn.Module):
         self.fuse = hourglass(2 * s_channels if use_task_features else s_channels, s_channels)
         self.head = Head(s_channels, head_width, num_classes, kernel_size=3, scale=head_scale,
                          upsample=upsample, hourglass_stride=hourglass_stride,
-                         separable=separable)
+                         separable=separable, guide_on_pooled_image=guide_on_pooled_image)
 
     def forward(self, f1_left: torch.Tensor, f1_right: torch.Tensor, f_seg: torch.Tensor,
                 f_disp: torch.Tensor, left: torch.Tensor

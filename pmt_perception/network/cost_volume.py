@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvBNReLU, Hourglass, Upsampler, resize
+from .blocks import ConvBNReLU, Hourglass, LConv, Upsampler, resize
 
 
 def groupwise_correlation_volume(left: torch.Tensor, right: torch.Tensor, *,
@@ -40,9 +40,24 @@ def groupwise_correlation_volume(left: torch.Tensor, right: torch.Tensor, *,
     reduce = torch.sum if cosine else torch.mean
     # One zero-padded copy: slice d of it is right shifted by d, for any W (even W <= D).
     padded = F.pad(right, (num_disparities - 1, 0))
+    if torch.onnx.is_in_onnx_export():
+        return reduce(left.unsqueeze(3) * shifted_copies(padded, num_disparities, w), 2)
     start = num_disparities - 1
     slices = [reduce(left * padded[..., start - d:start - d + w], 2) for d in range(num_disparities)]
     return torch.stack(slices, dim=2)
+
+
+def shifted_copies(padded: torch.Tensor, num_disparities: int, width: int) -> torch.Tensor:
+    """B x G x C x D x H x W: copy d of `padded` (B x G x C x H x W+D-1, D-1 zeros on the left)
+    shifted right by d, as one depthwise convolution with one-hot 1 x D kernels. The same
+    values as D slices; exported graphs get one convolution instead of D Slice nodes, which
+    OpenVINO runs with its reference kernel (about 2 ms of a 34 ms `edge` frame, 2 cores)."""
+    b, g, c, h, padded_width = padded.shape
+    one_hot = torch.eye(num_disparities, dtype=padded.dtype, device=padded.device).flip(1)
+    kernel = one_hot.view(num_disparities, 1, 1, num_disparities)
+    # Channels folded into the batch: one constant kernel, whatever the channel count.
+    copies = F.conv2d(padded.reshape(b * g * c, 1, h, padded_width), kernel)
+    return copies.view(b, g, c, num_disparities, h, width)
 
 
 def soft_argmin(cost: torch.Tensor, window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,6 +97,8 @@ class FactorizedConv3d(nn.Module):
         self.last = last
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            return self.as_conv3d(volume)
         b, c, d, h, w = volume.shape
         x = volume.transpose(1, 2).reshape(b * d, c, h, w)          # D folded into the batch
         x = torch.relu(self.spatial_bn(self.spatial(x)))
@@ -91,6 +108,26 @@ class FactorizedConv3d(nn.Module):
         if not self.last:
             x = torch.relu(x)
         return x.reshape(b, c, d, h, w)
+
+
+    def as_conv3d(self, volume: torch.Tensor) -> torch.Tensor:
+        """The same function as two Conv3d, kernels 1x3x3 and 3x1x1, for exported graphs: an
+        inference runtime runs them in the volume's own layout, where the 2-D form moves the
+        whole volume between (B*D, C, H, W) and (B, C, D, H*W) twice per layer (on OpenVINO
+        those transposes and reorders took about as long as the convolutions)."""
+        x = F.conv3d(volume, self.spatial.weight.unsqueeze(2), self.spatial.bias, padding=(0, 1, 1))
+        x = torch.relu(_channel_affine(self.spatial_bn, x))
+        x = F.conv3d(x, self.along_d.weight.unsqueeze(-1), self.along_d.bias, padding=(1, 0, 0))
+        x = _channel_affine(self.along_d_bn, x)
+        return x if self.last else torch.relu(x)
+
+
+def _channel_affine(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """An eval-mode BatchNorm2d (or the Identity that folding leaves) applied to a 5-D volume."""
+    if isinstance(norm, nn.Identity):
+        return x
+    return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                        training=False, eps=norm.eps)
 
 
 class CostVolumeAggregation(nn.Module):
@@ -117,7 +154,8 @@ class CostVolumeDisparityBranch(nn.Module):
     def __init__(self, feature_channels: int, *, context_channels: int, scale: int,
                  max_disparity: int, groups: int, aggregation_channels: int,
                  fdisp_channels: int, upsample: str | None, hourglass_stride: int,
-                 separable: bool, correlation: str = "dot", soft_argmin_window: int = 0) -> None:
+                 separable: bool, correlation: str = "dot", soft_argmin_window: int = 0,
+                 guide_on_pooled_image: bool = False, convex_scale: int | None = None) -> None:
         super().__init__()
         self.scale, self.soft_argmin_window = scale, soft_argmin_window
         self.cosine = correlation == "cosine"
@@ -145,8 +183,9 @@ class CostVolumeDisparityBranch(nn.Module):
         if upsample is not None:
             # The paper's per-branch "L conv" on the full-resolution left image, here guiding
             # the learned upsampling of the disparity.
-            self.l_conv = ConvBNReLU(3, 1, kernel_size=5, dilation=2)
-            self.upsample = Upsampler(upsample, feature_channels=fdisp_channels + 1, scale=scale)
+            self.l_conv = LConv(on_pooled_image=guide_on_pooled_image)
+            self.upsample = Upsampler(upsample, feature_channels=fdisp_channels + 1, scale=scale,
+                                      convex_scale=convex_scale)
 
     def forward(self, features_left: torch.Tensor, features_right: torch.Tensor,
                 f_seg: torch.Tensor, left: torch.Tensor
@@ -169,7 +208,7 @@ class CostVolumeDisparityBranch(nn.Module):
         f_disp = self.fuse(torch.cat([context, scores.to(context.dtype)], 1))  # cat 3; Fdisp
         if self.upsample is None:
             return disparity * self.scale, f_disp, probability
-        l_conv = F.avg_pool2d(self.l_conv(left), self.scale, self.scale, ceil_mode=True)  # L conv 1
+        l_conv = self.l_conv(left, self.scale)                     # L conv 1
         guide = torch.cat([f_disp, resize(l_conv, size, "nearest").to(f_disp.dtype)], 1)
         # Pixels of the volume's resolution -> pixels of the input resolution (disp).
         disparity = self.upsample(disparity * self.scale, guide, left.shape[-2:])

@@ -36,7 +36,8 @@ class DisparityRefinement(nn.Module):
     disparity, left image) -> ReLU -> convex upsampling x4 to H x W."""
 
     def __init__(self, feature_channels: int, *, max_disparity: int, channels: int = 24,
-                 matching_channels: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8, 1)) -> None:
+                 matching_channels: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8, 1),
+                 convex_scale: int | None = None) -> None:
         super().__init__()
         self.scale = 4
         self.disparity_norm = max_disparity / self.scale       # the network sees disparity in ~[0, 1]
@@ -48,7 +49,8 @@ class DisparityRefinement(nn.Module):
         # its own disparity, upsampled.
         nn.init.zeros_(self.residual.weight)
         nn.init.zeros_(self.residual.bias)
-        self.upsample = Upsampler("convex", feature_channels=channels, scale=self.scale)
+        self.upsample = Upsampler("convex", feature_channels=channels, scale=self.scale,
+                                  convex_scale=convex_scale)
 
     def forward(self, disparity: torch.Tensor, features_left: torch.Tensor,
                 features_right: torch.Tensor, left: torch.Tensor) -> torch.Tensor:

@@ -65,9 +65,12 @@ class PMTNet(nn.Module):
         right = (right - self.mean) / self.std
 
         # Table A.10, Siamese: shared weights, both views in one batched pass.
-        f1, f2, f4 = self.backbone(torch.cat([left, right], 0))
+        # `coarse_views: 1`: only the left view goes on to F4 (the coarse branch's only reader).
+        left_only = self.config.coarse_views == 1
+        f1, f2, f4 = self.backbone(torch.cat([left, right], 0),
+                                   deep_images=left.shape[0] if left_only else None)
         f1_left, f1_right = self.spp_f1(f1).chunk(2, 0)            # Table A.13: SPP_1^L, SPP_1^R
-        f4_left, f4_right = f4.chunk(2, 0)
+        f4_left, f4_right = (f4, None) if left_only else f4.chunk(2, 0)
         match_left, match_right = (f1_left, f1_right) if self.spp_f2 is None \
             else self.spp_f2(f2).chunk(2, 0)                       # Table A.12: SPP_2^L, SPP_2^R
 
@@ -123,6 +126,8 @@ def build_model(config: ModelConfig, *,
     backbone_weights = _backbone_weights(config.backbone, weights)
     w = config.width           # Appendix A widths scaled by branch_width
     hourglass = dict(hourglass_stride=config.hourglass_stride, separable=config.separable)
+    guide = dict(guide_on_pooled_image=config.guide_on_pooled_image)
+    convex_scale = config.convex_upsample_scale
     seg_upsample = config.segmentation_upsample_mode
 
     # Built in this order so that a seeded build draws the same initial weights as ever.
@@ -139,13 +144,14 @@ def build_model(config: ModelConfig, *,
     coarse = CoarseSegmentationBranch(
         f4_channels, reduced_channels=w(64), f_seg_channels=f_seg_channels,
         num_classes=config.num_classes, head_scale=config.coarse_head_scale,
-        upsample=seg_upsample, **hourglass)
+        upsample=seg_upsample, views=config.coarse_views, **guide, **hourglass)
     if config.disparity_head == "regression":
         disparity: nn.Module = DisparityBranch(
             f2_spp_channels, f_seg_channels=f_seg_channels, context_channels=w(128),
             f_disp_channels=f_disp_channels, max_shift=config.corr_max_shift,
             corr_channels=config.corr_channels, use_f_seg=config.fseg_to_disparity,
-            head_scale=config.disparity_head_scale, upsample=config.upsample, **hourglass)
+            head_scale=config.disparity_head_scale, upsample=config.upsample,
+            convex_scale=convex_scale, **guide, **hourglass)
     else:
         scale = config.cost_volume_scale
         disparity = CostVolumeDisparityBranch(
@@ -155,16 +161,18 @@ def build_model(config: ModelConfig, *,
             fdisp_channels=f_disp_channels,
             upsample=None if config.disparity_refinement_scale else config.upsample,
             correlation=config.cost_volume_correlation,
-            soft_argmin_window=config.soft_argmin_window, **hourglass)
+            soft_argmin_window=config.soft_argmin_window, convex_scale=convex_scale,
+            **guide, **hourglass)
     refined = RefinedSegmentationBranch(
         spp_f1.out_channels, f_seg_channels=f_seg_channels, f_disp_channels=f_disp_channels,
         reduced_channels=w(128), s_channels=w(64), head_width=w(32),
         num_classes=config.num_classes, use_task_features=config.fseg_fdisp_to_refined,
         input_scale=config.refined_branch_scale, head_scale=config.refined_head_scale,
-        upsample=seg_upsample, **hourglass)
+        upsample=seg_upsample, **guide, **hourglass)
     refinement = None
     if config.disparity_refinement_scale:
-        refinement = DisparityRefinement(spp_f1.out_channels, max_disparity=config.max_disparity)
+        refinement = DisparityRefinement(spp_f1.out_channels, max_disparity=config.max_disparity,
+                                         convex_scale=convex_scale)
     model = PMTNet(config=config, backbone=backbone, spp_f1=spp_f1, spp_f2=spp_f2,
                    coarse_segmentation=coarse, disparity=disparity, refined_segmentation=refined,
                    disparity_refinement=refinement)
