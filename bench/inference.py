@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pmt_perception.config import load_model_config  # noqa: E402  (after the path insert)
-from pmt_perception.export import argmax_in_graph, export_onnx_bytes  # noqa: E402
+from pmt_perception.export import argmax_in_graph, export_onnx_bytes, u8_image_inputs  # noqa: E402
 from pmt_perception.inference import Predictor  # noqa: E402
 from pmt_perception.info import count_gflops  # noqa: E402
 from pmt_perception.network import build_model  # noqa: E402
@@ -207,8 +207,14 @@ def labels_of(logits: torch.Tensor) -> torch.Tensor:
     return logits[0].max(0).indices
 
 
+def as_float_batch(image: np.ndarray) -> torch.Tensor:
+    """H x W x 3 uint8 -> 1 x 3 x H x W float in [0, 1], as the Predictor's general path."""
+    return torch.from_numpy(image).permute(2, 0, 1).float().div_(255).unsqueeze(0)
+
+
 def segmenter(net, backend, precision, size):
-    """A callable image (1x3xHxW float) -> H x W labels (argmax of the logits) on `backend`."""
+    """A callable image (H x W x 3 uint8) -> H x W uint8 labels (argmax of the logits) on
+    `backend`, with the same pre/post work as the Predictor's on that backend."""
     wrapped = SegmentationOnly(net).eval()
     if backend == "eager":
         wrapped = wrapped.to(memory_format=torch.channels_last)
@@ -216,7 +222,8 @@ def segmenter(net, backend, precision, size):
         def call(image):
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
                                                         enabled=precision == "bf16"):
-                return labels_of(wrapped(image.contiguous(memory_format=torch.channels_last)).float())
+                batch = as_float_batch(image).contiguous(memory_format=torch.channels_last)
+                return labels_of(wrapped(batch).float()).numpy().astype(np.uint8)
         return call
     buffer = io.BytesIO()
     torch.onnx.export(wrapped, (torch.rand(1, 3, *size),), buffer, input_names=["image"],
@@ -230,16 +237,19 @@ def segmenter(net, backend, precision, size):
         options.intra_op_num_threads = torch.get_num_threads()
         session = ort.InferenceSession(buffer.getvalue(), sess_options=options,
                                        providers=["CPUExecutionProvider"])
-        return lambda image: labels_of(torch.from_numpy(session.run(None, {"image": image.numpy()})[0]))
+        return lambda image: labels_of(torch.from_numpy(session.run(
+            None, {"image": as_float_batch(image).numpy()})[0])).numpy().astype(np.uint8)
     import openvino as ov  # optional dependency seam
     core = ov.Core()
-    # The argmax inside the graph, as the Predictor's lean OpenVINO graph does for PMT.
+    # The argmax and the uint8 input inside the graph, as the Predictor's lean OpenVINO graph
+    # does for PMT.
     network = argmax_in_graph(core.read_model(io.BytesIO(buffer.getvalue())), "out", "labels", drop=("out",))
+    network = u8_image_inputs(network, ("image",))
     compiled = core.compile_model(network, "CPU", {
         "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
     request = compiled.create_infer_request()  # (an int8 graph runs int8 under the f32 hint)
-    return lambda image: torch.from_numpy(np.asarray(request.infer({"image": image.numpy()})[0])[0, 0])
+    return lambda image: request.infer({"image": image[None]})[0][0, 0].astype(np.uint8)
 
 
 def run_two_nets(name, backend, precision, size, repeats):
@@ -255,9 +265,8 @@ def run_two_nets(name, backend, precision, size, repeats):
     start = time.perf_counter()
     run = segmenter(net, backend, precision, size)
 
-    def segment():  # the same pre/post work as the Predictor: uint8 -> float, argmax -> uint8
-        image = torch.from_numpy(left).permute(2, 0, 1).float().div_(255).unsqueeze(0)
-        return run(image).to(torch.uint8).numpy()
+    def segment():
+        return run(left)
     segment()
     setup = time.perf_counter() - start
     seg_s = time_calls(segment, repeats, 0)

@@ -186,6 +186,22 @@ def argmax_in_graph(network, logits: str, labels: str, *, drop: tuple[str, ...] 
     return network
 
 
+def u8_image_inputs(network, names: tuple[str, ...]):
+    """OpenVINO `network` whose float NCHW inputs `names` (RGB in [0, 1]) take 1 x H x W x 3
+    uint8 arrays instead: the cast, the / 255 and the layout change run inside the compiled
+    graph (OpenVINO's preprocessing). Done in torch they cost more than their arithmetic: torch's
+    thread pool was still spinning when OpenVINO's started (+3.5 ms on a 43 ms frame, 2 cores)."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    steps = PrePostProcessor(network)
+    for name in names:
+        steps.input(name).tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+        steps.input(name).model().set_layout(ov.Layout("NCHW"))
+        steps.input(name).preprocess().convert_element_type(ov.Type.f32).scale(255.0)
+    return steps.build()
+
+
 class OpenVinoModel:
     """An exported model run by OpenVINO's CPU plugin, fp32 or bf16 (its inference precision
     hint; bf16 only pays on CPUs with avx512_bf16 / AMX). OpenVINO is fastest on static
@@ -197,6 +213,7 @@ class OpenVinoModel:
     # upsampling is pruned and the argmax runs inside OpenVINO, so 19 x H x W float logits are
     # never copied out (about 15 % of an `edge` frame on a 2-core CPU: docs/performance.md).
     LEAN = "lean"
+    LEAN_U8 = "lean_u8"   # the lean graph taking uint8 images (labels_and_disparity_u8)
 
     def __init__(self, source: str | os.PathLike | bytes, *, precision: str = "fp32") -> None:
         import openvino as ov
@@ -212,8 +229,9 @@ class OpenVinoModel:
         self._compiled: dict[tuple[int, ...], tuple] = {}
         self.device = torch.device("cpu")
 
-    def _request(self, shape: tuple[int, ...], lean: bool = False):
-        key = (*shape, self.LEAN) if lean else shape
+    def _request(self, shape: tuple[int, ...], lean: bool = False, u8: bool = False):
+        """`shape` B x 3 x H x W; `u8`: the inputs are B x H x W x 3 uint8 (u8_image_inputs)."""
+        key = (*shape, self.LEAN_U8 if u8 else self.LEAN) if lean else shape
         if key not in self._compiled:
             if len(self._compiled) >= self.MAX_SIZES:
                 self._compiled.pop(next(iter(self._compiled)))
@@ -222,6 +240,8 @@ class OpenVinoModel:
             if lean:
                 network = argmax_in_graph(network, "refined_logits", "labels",
                                           drop=("coarse_logits", "refined_logits"))
+            if u8:
+                network = u8_image_inputs(network, ("left", "right"))
             compiled = self.core.compile_model(network, "CPU", self.properties)
             self._compiled[key] = (compiled, compiled.create_infer_request())
         return self._compiled[key]
@@ -241,6 +261,15 @@ class OpenVinoModel:
         """B x 1 x H x W refined labels (int32) and disparity, from the lean graph."""
         labels, disparity = self._infer(left, right, ("labels", "disparity"), lean=True)
         return labels, disparity
+
+    def labels_and_disparity_u8(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`labels_and_disparity` from B x H x W x 3 uint8 RGB arrays, converted inside the
+        graph; numpy in and out, no torch op between frames. Returns B x 1 x H x W int32
+        labels and float32 disparity (copies: the next call reuses OpenVINO's buffers)."""
+        b, h, w, _ = left.shape
+        compiled, request = self._request((b, 3, h, w), lean=True, u8=True)
+        results = request.infer({"left": left, "right": right})
+        return results[compiled.output("labels")], results[compiled.output("disparity")]
 
     def to(self, *_args, **_kwargs) -> "OpenVinoModel":
         return self

@@ -183,16 +183,25 @@ def test_openvino_lean_graph_gives_the_full_graphs_labels_and_disparity(case):
     pytest.importorskip("openvino")
     _, _, path, _ = case
     predictor = Predictor(path, device="cpu", backend="openvino", precision="fp32")
-    lean = predictor.predict(*random_pair())
-    full = predictor.predict(*random_pair(), extras=True)
-    assert lean.labels.dtype == np.uint8 and lean.labels.shape == SIZE == lean.disparity.shape
-    assert (lean.labels == full.labels).mean() >= 0.999  # ties may break differently
-    assert np.abs(lean.disparity - full.disparity).max() <= 1e-4
-    kinds = {key[-1] for key in predictor.model._compiled}  # both graphs were built, one per kind
-    assert predictor.model.LEAN in kinds and len(predictor.model._compiled) == 2
-    lean_graph = next(c for k, (c, _) in predictor.model._compiled.items() if k[-1] == predictor.model.LEAN)
-    names = [o.get_names() for o in lean_graph.outputs]
-    assert len(names) == 2 and "labels" in names[0] | names[1] and "disparity" in names[0] | names[1]
+    left, right = random_pair()
+    lean_u8 = predictor.predict(left, right)       # uint8 numpy: converted inside the graph
+    as_float = [torch.from_numpy(i).permute(2, 0, 1).float() / 255 for i in (left, right)]
+    lean = predictor.predict(*as_float)            # float tensors: the float-input lean graph
+    full = predictor.predict(left, right, extras=True)
+    for out in (lean_u8, lean):
+        assert out.labels.dtype == np.uint8 and out.labels.shape == SIZE == out.disparity.shape
+        assert out.disparity.dtype == np.float32
+        assert (out.labels == full.labels).mean() >= 0.999  # ties may break differently
+        assert np.abs(out.disparity - full.disparity).max() <= 1e-4
+    model = predictor.model
+    kinds = {key[-1] for key in model._compiled}   # three graphs were built, one per kind
+    assert {model.LEAN, model.LEAN_U8} <= kinds and len(model._compiled) == 3
+    for kind in (model.LEAN, model.LEAN_U8):
+        graph = next(c for k, (c, _) in model._compiled.items() if k[-1] == kind)
+        names = [o.get_names() for o in graph.outputs]
+        assert len(names) == 2 and "labels" in names[0] | names[1] and "disparity" in names[0] | names[1]
+    u8_graph = next(c for k, (c, _) in model._compiled.items() if k[-1] == model.LEAN_U8)
+    assert [str(i.get_element_type()) for i in u8_graph.inputs] == ["<Type: 'uint8_t'>"] * 2
 
 
 def test_eager_bf16_matches_fp32_eager(case):
