@@ -205,3 +205,18 @@ def test_a_run_directory_written_before_train_config_resumes(tmp_path, capsys):
     assert main(argv) == 0
     assert "changed settings (saved -> now): {'iterations': (2, 3)}" in capsys.readouterr().out
     assert sorted(losses_by_step(run)) == [1, 2, 3]
+
+
+def test_resume_without_config_takes_the_runs_own_settings(tmp_path, capsys):
+    # What the stop message suggests, `pmt-train --resume auto --run-dir DIR`, must continue
+    # that run (tiny `fast` model, tiny data), not start the default recipe's model over it.
+    run = tmp_path / "run"
+    assert main(tiny_argv(run, iterations=2)) == 0
+    capsys.readouterr()
+    assert main(["--resume", "auto", "--run-dir", str(run), "--iterations", "3"]) == 0
+    assert "the run's own settings" in capsys.readouterr().out
+    assert max(losses_by_step(run)) == 3
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"] == "fast"
+    # A checkpoint path names its run too.
+    assert main(["--resume", str(run / "last.pt"), "--iterations", "4"]) == 0
+    assert max(losses_by_step(run)) == 4

@@ -70,7 +70,8 @@ def build_parser(defaults: Mapping[str, Any], *, prog: str = "pmt-train") -> arg
         "or a path); every training setting is also a flag here, and flags win. Values are YAML.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default="synthetic",
-                        help="training config: a name under config/train/ or a YAML path")
+                        help="training config: a name under config/train/ or a YAML path "
+                             "(with --resume and no --config: the run's own config.yaml)")
     parser.add_argument("--resume", default=None, metavar="CHECKPOINT_OR_RUN_DIR",
                         help="continue a run exactly where its checkpoint left off: a checkpoint "
                         "file, or a run directory (its last.pt); 'auto' resumes run_dir/last.pt "
@@ -91,9 +92,12 @@ def resolve_settings(argv: Sequence[str] | None = None, *, prog: str = "pmt-trai
     """The typed settings from the recipe (its `extends` chain applied) and the command line."""
     # First pass: only --config, to know which file provides the defaults of the second.
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default="synthetic")
+    pre.add_argument("--config")
+    pre.add_argument("--resume")
+    pre.add_argument("--run-dir")
     known, _ = pre.parse_known_args(argv)
-    path = resolve_config_path(known.config, "train")
+    path = resolve_config_path(known.config or _resumed_run_config(known.resume, known.run_dir)
+                               or "synthetic", "train")
     recipe, chain = load_recipe(path, known=FIELDS)
     source = describe(chain)
     defaults = train_config_from_dict(recipe, source=source).to_dict()
@@ -104,6 +108,20 @@ def resolve_settings(argv: Sequence[str] | None = None, *, prog: str = "pmt-trai
     settings = merge(defaults, given)
     config = train_config_from_dict(settings, source=f"{source} + command line")
     return ResolvedSettings(config, args.resume, str(path))
+
+
+def _resumed_run_config(resume: str | None, run_dir: str | None) -> str | None:
+    """`--resume` without `--config`: the run's own <run_dir>/config.yaml (what `pmt-train
+    --resume auto --run-dir DIR`, as the stop message suggests, means), if there is one."""
+    if resume is None:
+        return None
+    folder = Path(run_dir) if run_dir else None
+    if resume != "auto":
+        folder = Path(resume) if Path(resume).is_dir() else Path(resume).parent
+    if folder is None or not (folder / "config.yaml").is_file():
+        return None
+    print(f"[pmt-train] resuming with the run's own settings: {folder / 'config.yaml'}", flush=True)
+    return str(folder / "config.yaml")
 
 
 def resolve_resume_path(resume: str | None, run_dir: Path) -> Path | None:

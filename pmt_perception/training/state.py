@@ -101,8 +101,9 @@ def slim_checkpoint(source: str | Path, destination: str | Path, *, half: bool =
     `config_changes`: model-config fields to change that hold no weights (e.g.
     soft_argmin_window); one that changes the weights' shapes is refused by load_state_dict.
     `change_parts`: the changes may also add parts (they keep their initialisation: a start for
-    `pmt-train --init-checkpoint`) and drop parts (their weights are discarded); a part both
-    configs have must still keep its shapes."""
+    `pmt-train --init-checkpoint`), drop parts (their weights are discarded) and reshape parts
+    (a tensor whose shape changed keeps its initialisation, as does the whole backbone when
+    `backbone` changes: weights of another network are no start)."""
     payload = load_checkpoint(source)
     config = model_config_of(payload, source=str(source))
     unknown = set(config_changes or {}) - {f.name for f in dataclasses.fields(config)}
@@ -110,10 +111,18 @@ def slim_checkpoint(source: str | Path, destination: str | Path, *, half: bool =
         raise ValueError(f"not model-config fields: {sorted(unknown)}")
     config = dataclasses.replace(config, **(config_changes or {}))
     model = build_model(config)
-    missing, dropped = model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                              for k, v in payload["model_state"].items()},
-                                             strict=not change_parts)
-    for what, keys in (("new, initialised", missing), ("dropped", dropped)):
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model_state"].items()}
+    reshaped: list[str] = []
+    if change_parts:
+        own = model.state_dict()
+        new_backbone = config.backbone != model_config_of(payload, source=str(source)).backbone
+        reshaped = [k for k, v in state.items() if k in own and (
+            own[k].shape != v.shape or (new_backbone and k.startswith("backbone.")))]
+        state = {k: v for k, v in state.items() if k not in reshaped}
+    missing, dropped = model.load_state_dict(state, strict=not change_parts)
+    missing = [k for k in missing if k not in reshaped]
+    for what, keys in (("new, initialised", missing), ("reshaped, initialised", reshaped),
+                       ("dropped", dropped)):
         if keys:
             parts = sorted({".".join(k.split(".")[:2]) for k in keys})
             print(f"{what}: {len(keys)} tensors in {', '.join(parts)}")
@@ -137,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="change a model-config field that holds no weights, e.g. "
                              "soft_argmin_window=1 (VALUE is YAML; repeatable)")
     parser.add_argument("--change-parts", action="store_true",
-                        help="let --set add parts (randomly initialised: a start for "
-                             "pmt-train --init-checkpoint) or drop parts (weights discarded)")
+                        help="let --set add or reshape parts (randomly initialised: a start "
+                             "for pmt-train --init-checkpoint) or drop parts (weights discarded)")
     args = parser.parse_args(argv)
     changes = {}
     for item in args.set:
