@@ -187,7 +187,7 @@ def argmax_in_graph(network, logits: str, labels: str, *, drop: tuple[str, ...] 
 
 
 def u8_image_inputs(network, names: tuple[str, ...]):
-    """OpenVINO `network` whose float NCHW inputs `names` (RGB in [0, 1]) take 1 x H x W x 3
+    """OpenVINO `network` whose float NCHW inputs `names` (RGB in [0, 1]) take B x H x W x 3
     uint8 arrays instead: the cast, the / 255 and the layout change run inside the compiled
     graph (OpenVINO's preprocessing). Done in torch they cost more than their arithmetic: torch's
     thread pool was still spinning when OpenVINO's started (+3.5 ms on a 43 ms frame, 2 cores)."""
