@@ -449,20 +449,23 @@ def test_pmt_adapt_reports_bad_inputs(tmp_path, tiny_checkpoint, capsys):
     assert code == 2 and "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("refinement", [0, 4])
 @pytest.mark.parametrize("which", ["disparity", "all", "disparity_head"])
-def test_adapter_runs_on_the_edge_variant(tmp_path, which):
-    """Any variant adapts: edge has a cost-volume disparity head and an H/4 refinement stage;
-    every disparity group includes the refinement, disparity_head leaves segmentation alone."""
+def test_adapter_runs_on_the_edge_variant(tmp_path, which, refinement):
+    """Any variant adapts: edge has a cost-volume disparity head, and run 7's graph an H/4
+    refinement stage; every disparity group includes the stage that makes the full-size
+    disparity (refinement or upsampler), disparity_head leaves segmentation alone."""
     from pmt_perception.config import load_model_config
     from pmt_perception.network import build_model
 
     torch.manual_seed(0)
     config = load_model_config("edge", num_classes=8, spp_f1_windows=(8, 4), spp_f2_windows=(4, 2),
-                               max_disparity=16)
+                               max_disparity=16, disparity_refinement_scale=refinement)
     model = build_model(config).eval()
     settings = adapt_settings.load_settings(small_settings(tmp_path), parameters=which)
     adapter = adapt.Adapter(model, settings, device=torch.device("cpu"))
-    assert all(p.requires_grad for p in model.disparity_refinement.parameters())
+    last_stage = model.disparity_refinement if refinement else model.disparity.upsample
+    assert all(p.requires_grad for p in last_stage.parameters())
     if which == "disparity_head":
         assert not any(p.requires_grad for p in model.coarse_segmentation.parameters())
         assert not any(p.requires_grad for p in model.disparity.context.parameters())
