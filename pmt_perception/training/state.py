@@ -105,17 +105,17 @@ def slim_checkpoint(source: str | Path, destination: str | Path, *, half: bool =
     (a tensor whose shape changed keeps its initialisation, as does the whole backbone when
     `backbone` changes: weights of another network are no start)."""
     payload = load_checkpoint(source)
-    config = model_config_of(payload, source=str(source))
-    unknown = set(config_changes or {}) - {f.name for f in dataclasses.fields(config)}
+    source_config = model_config_of(payload, source=str(source))
+    unknown = set(config_changes or {}) - {f.name for f in dataclasses.fields(source_config)}
     if unknown:
         raise ValueError(f"not model-config fields: {sorted(unknown)}")
-    config = dataclasses.replace(config, **(config_changes or {}))
+    config = dataclasses.replace(source_config, **(config_changes or {}))
     model = build_model(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model_state"].items()}
     reshaped: list[str] = []
     if change_parts:
         own = model.state_dict()
-        new_backbone = config.backbone != model_config_of(payload, source=str(source)).backbone
+        new_backbone = config.backbone != source_config.backbone
         reshaped = [k for k, v in state.items() if k in own and (
             own[k].shape != v.shape or (new_backbone and k.startswith("backbone.")))]
         state = {k: v for k, v in state.items() if k not in reshaped}
