@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -44,15 +41,6 @@ def load_cpu_bench():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def run_row(row: dict) -> dict:
-    """One bench/inference.py row in a fresh process, as that benchmark runs each of its rows:
-    rows measured in one process disturbed each other (a PMT row after the two-network row
-    took 1.6x its time alone: the runtimes' worker threads outlive their models)."""
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "inference.py"), "--one",
-                           json.dumps(row)], capture_output=True, text=True, cwd=ROOT, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 TWO_NETS_NAME = "LR-ASPP MobileNetV3-Large + SGBM"
@@ -94,7 +82,7 @@ def main() -> None:
             # Each round starts one row later: a slow spell of the host lands on other rows.
             shift = round_index % len(configs)
             for name, row in configs[shift:] + configs[:shift]:
-                samples[name].append(run_row(row))
+                samples[name].append(bench.run_row_in_fresh_process(row))
             print(f"round {round_index + 1}/{options.rounds}: " + ", ".join(
                 f"{samples[name][-1]['seconds'] * 1000:.0f}" for name, _ in configs) + " ms", flush=True)
     results = {name: median_row(rows) for name, rows in samples.items()}

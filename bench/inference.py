@@ -277,6 +277,16 @@ def run_two_nets(name, backend, precision, size, repeats):
             "runtime": f"{backend} {precision}"}
 
 
+def run_row_in_fresh_process(row: dict, timeout: float | None = None) -> dict:
+    """`run_row(row)` in a fresh process (`--one`), its result dict. Every benchmark runs rows
+    this way: rows measured in one process disturbed each other (the runtimes' worker threads
+    outlive their models), and each row's peak RSS is its own. Raises TimeoutExpired, or
+    CalledProcessError (with the row's stderr) when the row fails."""
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(row)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def run_row(row: dict) -> dict:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     size = tuple(row["size"])
@@ -407,15 +417,13 @@ def main(argv=None):
         if args.only and not any(part in row_name(row) for part in args.only.split(",")):
             continue
         try:
-            done = subprocess.run([sys.executable, __file__, "--one", json.dumps(row)],
-                                  capture_output=True, text=True, cwd=ROOT, timeout=args.timeout)
+            row["result"] = run_row_in_fresh_process(row, timeout=args.timeout)
         except subprocess.TimeoutExpired:
             print(f"TIMEOUT {row_name(row)} after {args.timeout:.0f} s", file=sys.stderr)
             continue
-        if done.returncode != 0:
-            print(f"FAILED {row_name(row)}:\n{done.stderr[-2000:]}", file=sys.stderr)
+        except subprocess.CalledProcessError as failed:
+            print(f"FAILED {row_name(row)}:\n{failed.stderr[-2000:]}", file=sys.stderr)
             continue
-        row["result"] = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(row)
         r = row["result"]
         print(f"{row['kind']:8s} {row['variant']:30s} {row['backend']:11s} {row['precision']:5s} "

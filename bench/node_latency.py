@@ -26,7 +26,6 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -64,8 +63,8 @@ def parse_args(argv=None):
 
 
 def two_network_reference(size) -> dict:
-    """bench/inference.py's LR-ASPP + SGBM row on its fastest CPU runtime here, in this
-    process: OpenVINO when installed, the faster of its float row (bf16 on a CPU with native
+    """bench/inference.py's LR-ASPP + SGBM row on its fastest CPU runtime here, each in its
+    own process: OpenVINO when installed, the faster of its float row (bf16 on a CPU with native
     bf16, as the node's `auto` picks for itself; fp32 elsewhere) and its int8 row (NNCF
     installed), as bench/inference.py's summary takes the best; else ONNX Runtime fp32."""
     spec = importlib.util.spec_from_file_location("cpu_inference_bench", ROOT / "bench" / "inference.py")
@@ -75,15 +74,9 @@ def two_network_reference(size) -> dict:
     precisions = ["bf16" if backend == "openvino" and cpu_has_native_bf16() else "fp32"]
     if backend == "openvino" and importlib.util.find_spec("nncf"):
         precisions.append("int8")
-    # Each row in its own process, as bench/inference.py runs them: two runtimes in one process
-    # disturb each other (their worker threads outlive their models).
-    rows = []
-    for precision in precisions:
-        row = {"kind": "two_nets", "variant": cpu_bench.TWO_NETS, "backend": backend,
-               "precision": precision, "size": list(size), "repeats": 5}
-        done = subprocess.run([sys.executable, str(ROOT / "bench" / "inference.py"), "--one",
-                               json.dumps(row)], capture_output=True, text=True, check=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    rows = [cpu_bench.run_row_in_fresh_process(
+        {"kind": "two_nets", "variant": cpu_bench.TWO_NETS, "backend": backend,
+         "precision": precision, "size": list(size), "repeats": 5}) for precision in precisions]
     return min(rows, key=lambda row: row["seconds"])
 
 

@@ -212,11 +212,8 @@ class Predictor:
             lean = not (confidence or extras) and hasattr(self._forward, "labels_and_disparity")
             if lean:
                 labels, disparity = self._forward.labels_and_disparity(left_p, right_p)
-                # Cropped and cast in numpy: torch's ops right after an OpenVINO call wait for
-                # its thread pool and took 3 ms here, numpy's 0.3 ms (`edge`, 480x720, 2 cores).
-                labels = torch.from_numpy(labels.numpy()[0, 0, :net_height, :net_width].astype(np.uint8))
-                disparity = torch.from_numpy(np.ascontiguousarray(
-                    disparity.numpy()[0, 0, :net_height, :net_width], dtype=np.float32))
+                labels, disparity = map(torch.from_numpy, _crop_lean_outputs(
+                    labels.numpy(), disparity.numpy(), net_height, net_width))
             else:
                 dtype = PRECISIONS.get(self.precision) if self.backend in ("eager", "compile") else None
                 with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
@@ -336,8 +333,7 @@ class Predictor:
         t2 = time.perf_counter()
         if (target_h, target_w) not in self._sizes_run:
             self._first_call((target_h, target_w), t2 - t1)
-        labels = labels[0, 0, :height, :width].astype(np.uint8)
-        disparity = np.ascontiguousarray(disparity[0, 0, :height, :width], dtype=np.float32)
+        labels, disparity = _crop_lean_outputs(labels, disparity, height, width)
         t3 = time.perf_counter()
         return Prediction(labels=labels, disparity=disparity,
                           timings={"pre": t1 - t0, "model": t2 - t1, "post": t3 - t2})
@@ -345,6 +341,16 @@ class Predictor:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def _crop_lean_outputs(labels: np.ndarray, disparity: np.ndarray, height: int,
+                       width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The lean OpenVINO graph's 1 x 1 x H' x W' int32 labels and float disparity, cropped to
+    `height` x `width`: uint8 labels and contiguous float32 disparity. In numpy: torch's ops
+    right after an OpenVINO call wait for its thread pool and took 3 ms here, numpy's 0.3 ms
+    (`edge`, 480x720, 2 cores)."""
+    return (labels[0, 0, :height, :width].astype(np.uint8),
+            np.ascontiguousarray(disparity[0, 0, :height, :width], dtype=np.float32))
 
 
 def _resize_image(source: ImageLike, batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
