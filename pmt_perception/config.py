@@ -185,6 +185,18 @@ class LossConfig:
     # expectation starts at the middle of the range and its gradient spreads over every
     # candidate. 0 (the paper) for regression heads. Default for configs older than the key.
     disparity_distribution: float = 0.0
+    # One weight per class for both cross-entropies (null: every class 1). Rare, thin classes
+    # (the synthetic scenes' poles are 0.5 % of the pixels) get almost no cross-entropy gradient
+    # otherwise; the weighted mean divides by the weights of the valid pixels, so the loss
+    # keeps its scale. The Lovasz term is already a per-class mean and is not weighted.
+    class_weights: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.class_weights is not None:
+            weights = tuple(float(w) for w in self.class_weights)
+            if not weights or min(weights) < 0 or max(weights) == 0:
+                raise ValueError(f"class_weights must be >= 0 with one above 0, got {weights}")
+            object.__setattr__(self, "class_weights", weights)
 
 
 # --------------------------------------------------------------------------- locating files

@@ -43,18 +43,25 @@ def _check_logits_and_labels(logits: torch.Tensor, target: torch.Tensor, *, what
         raise ValueError(f"{what}: labels must be an integer tensor, got {target.dtype}")
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, *,
-                  ignore_index: int) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int,
+                  class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean pixel-wise cross-entropy over pixels whose label is not `ignore_index`.
 
     Unlike `F.cross_entropy(reduction="mean")`, which divides 0 by 0 when every pixel is ignored,
-    this returns 0 in that case.
+    this returns 0 in that case. With `class_weights` (C,), each pixel counts with its class's
+    weight, and the sum is divided by the valid pixels' summed weights (a weighted mean).
     """
     _check_logits_and_labels(logits, target, what="cross_entropy")
+    if class_weights is not None and class_weights.shape != (logits.shape[1],):
+        raise ValueError(f"cross_entropy: {class_weights.numel()} class weights for "
+                         f"{logits.shape[1]} classes")
     # float32: a "sum" reduction over a whole batch of pixels in fp16/bf16 loses most digits.
-    summed = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
-    valid_count = (target != ignore_index).sum().clamp(min=1)
-    return summed / valid_count
+    summed = F.cross_entropy(logits.float(), target, weight=class_weights,
+                             ignore_index=ignore_index, reduction="sum")
+    valid = target != ignore_index
+    if class_weights is None:
+        return summed / valid.sum().clamp(min=1)
+    return summed / class_weights[target[valid]].sum().clamp(min=1e-6)
 
 
 def lovasz_grad(foreground_sorted: torch.Tensor) -> torch.Tensor:
@@ -224,6 +231,10 @@ class PMTLoss(nn.Module):
             raise ValueError("PMTLoss: every loss weight is 0, nothing would be trained")
         self.config = config
         self.weights = weights
+        weights_per_class = (torch.tensor(config.class_weights, dtype=torch.float32)
+                             if config.class_weights is not None else None)
+        # A buffer, so `.to(device)` moves it with the module; not saved (the config has it).
+        self.register_buffer("class_weights", weights_per_class, persistent=False)
         self.log_variances = nn.ParameterDict(
             {group: nn.Parameter(torch.zeros(())) for group in TASK_GROUPS}
             if config.uncertainty_weighting else {})
@@ -240,9 +251,11 @@ class PMTLoss(nn.Module):
         if w["disparity_distribution"] > 0 and probability is not None:
             terms["disparity_distribution"] = disparity_distribution_loss(probability, disparity)
         if w["coarse_ce"] > 0:
-            terms["coarse_ce"] = cross_entropy(coarse_logits, seg, ignore_index=ignore)
+            terms["coarse_ce"] = cross_entropy(coarse_logits, seg, ignore_index=ignore,
+                                               class_weights=self.class_weights)
         if w["refined_ce"] > 0:
-            terms["refined_ce"] = cross_entropy(refined_logits, seg, ignore_index=ignore)
+            terms["refined_ce"] = cross_entropy(refined_logits, seg, ignore_index=ignore,
+                                                class_weights=self.class_weights)
         if w["refined_lovasz"] > 0:
             # float32 softmax: fp16 probabilities lose the small errors Lovasz sorts.
             probabilities = refined_logits.float().softmax(dim=1)

@@ -153,6 +153,39 @@ def test_masked_l1_rejects_mismatched_shapes():
         masked_l1(torch.zeros(1, 1, 4, 4), torch.ones(1, 4, 5))
 
 
+def test_class_weighted_cross_entropy_is_torchs_weighted_mean_and_keeps_zero_for_no_labels():
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 3, 4, 5, generator=generator)
+    labels = torch.randint(0, 3, (2, 4, 5), generator=generator)
+    labels[:, 0] = IGNORE
+    weights = torch.tensor([0.5, 1.0, 4.0])
+    expected = F.cross_entropy(logits, labels, weight=weights, ignore_index=IGNORE)
+    assert cross_entropy(logits, labels, ignore_index=IGNORE, class_weights=weights).item() \
+        == pytest.approx(expected.item(), rel=1e-6)
+    # A heavier class pulls the mean towards its pixels' losses: unweighted differs.
+    assert cross_entropy(logits, labels, ignore_index=IGNORE).item() \
+        != pytest.approx(expected.item(), rel=1e-3)
+    empty = cross_entropy(logits, torch.full_like(labels, IGNORE), ignore_index=IGNORE,
+                          class_weights=weights)
+    assert empty.item() == 0.0
+    with pytest.raises(ValueError, match="2 class weights for 3 classes"):
+        cross_entropy(logits, labels, ignore_index=IGNORE, class_weights=weights[:2])
+
+
+def test_loss_config_class_weights_reach_both_cross_entropies_and_bad_ones_are_refused():
+    output, seg, disparity = _batch()
+    weights = (1.0, 2.0, 3.0)
+    _, terms = PMTLoss(load_loss_config("paper", class_weights=list(weights)))(
+        output, seg=seg, disparity=disparity)
+    for name, logits in (("coarse_ce", output.coarse_logits),
+                         ("refined_ce", output.refined_logits)):
+        expected = F.cross_entropy(logits, seg, weight=torch.tensor(weights), ignore_index=IGNORE)
+        assert terms[name].item() == pytest.approx(expected.item(), rel=1e-6)
+    for bad in ([], [1.0, -1.0, 1.0], [0.0, 0.0, 0.0]):
+        with pytest.raises(ValueError, match="class_weights"):
+            load_loss_config("paper", class_weights=bad)
+
+
 # --------------------------------------------------------------------------- PMTLoss
 def _batch(seed: int = 0, num_classes: int = 3):
     generator = torch.Generator().manual_seed(seed)
