@@ -86,6 +86,17 @@ def test_command_line_overrides_win_and_the_resolved_config_is_written(tmp_path)
         main(tiny_argv(run, iterations=1, no_such_setting=3))
 
 
+def test_class_weights_train_with_one_per_class_and_a_wrong_count_stops_before_any_step(tmp_path):
+    weights = [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 1.0, 3.0]   # the 8 synthetic classes
+    run = tmp_path / "run"
+    assert main(tiny_argv(run, iterations=1, loss_overrides=f"{{class_weights: {weights}}}")) == 0
+    assert yaml.safe_load((run / "resolved.yaml").read_text())["loss"]["class_weights"] == weights
+    assert all(torch.isfinite(torch.tensor(loss)) for loss in losses_by_step(run).values())
+    with pytest.raises(ValueError, match="class_weights has 3 entries, the data has 8 classes"):
+        main(tiny_argv(tmp_path / "wrong", iterations=1,
+                       loss_overrides="{class_weights: [1.0, 2.0, 3.0]}"))
+    assert not (tmp_path / "wrong" / "last.pt").exists()
+
 def test_resume_after_sigkill_mid_epoch_continues_bit_for_bit(tmp_path):
     # 8 training scenes, batch 2: 4 steps per epoch; checkpoints every 3 steps land mid-epoch.
     flags = dict(iterations=10, checkpoint_interval=3, workers=1, lr_schedule="cosine",

@@ -76,6 +76,11 @@ class Trainer:
         self.network = build_network(config, self.train_set.num_classes, context)
         self.model_config = unwrap(self.network).config
         loss_config = load_loss_config(config.loss, **to_plain(config.loss_overrides))
+        weights = loss_config.class_weights
+        if weights is not None and len(weights) != len(self.class_names):
+            # Before any step: a wrong list is a typo, and the classes name what it should be.
+            raise ValueError(f"loss class_weights has {len(weights)} entries, the data has "
+                             f"{len(self.class_names)} classes: {self.class_names}")
         self.criterion = PMTLoss(loss_config).to(context.device)
         self.module = NetworkWithLoss(self.network, self.criterion, dtype=self.dtype,
                                       device_type=context.device.type)
