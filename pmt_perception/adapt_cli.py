@@ -38,7 +38,7 @@ from .adapt_settings import AdaptSettings, load_settings, parse_crop, parse_size
 from .adapt_sources import list_pairs, load_pair
 from .checkpoint import CheckpointError, load_checkpoint, load_model, model_config_of, save_checkpoint
 from .cli import stops_cleanly
-from .inference import resolve_device
+from .runtime import resolve_device
 
 
 # ----------------------------------------------------------------------------- command

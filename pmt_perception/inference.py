@@ -24,13 +24,13 @@ import torch.nn.functional as F
 
 from .checkpoint import load_model, unwrap
 from .export import OnnxRuntimeModel, OpenVinoModel, export_onnx_bytes
+from .frames import ImageLike, crop_lean_outputs, photometric_confidence, resize_image, resize_map
 from .network import PMTNet, to_channels_last
 from .network.batchnorm_folding import fold_batchnorm
-from .runtime import PRECISIONS, resolve_runtime
+from .runtime import PRECISIONS, compile_options, resolve_device, resolve_runtime
 
 LOG = logging.getLogger(__name__)
 MAX_INFERENCE_SCALE = 4.0
-ImageLike = Union[np.ndarray, torch.Tensor]
 
 
 @dataclasses.dataclass
@@ -43,24 +43,6 @@ class Prediction:
     seg_attention: Optional[np.ndarray] = None         # h x w float32 (the network's H/4), extras
     disp_attention: Optional[np.ndarray] = None
     timings: dict = dataclasses.field(default_factory=dict)  # seconds: pre, model, post
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
-    return resolved
-
-
-def compile_options(device: torch.device) -> dict:
-    """torch.compile settings: on the CPU, inductor with weight freezing (constant-folded,
-    oneDNN-prepacked convolutions: the part that pays for inference); on CUDA, CUDA graphs
-    (batch-1 frames are launch-bound). One graph per input size (the node's is fixed)."""
-    if device.type == "cuda":
-        return {"mode": "reduce-overhead", "dynamic": False}
-    return {"dynamic": False, "options": {"freezing": True}}
 
 
 # model -> (fingerprint, ONNX bytes): a node re-activated with the same weights skips the
@@ -200,8 +182,8 @@ class Predictor:
             net_height, net_width = self.network_size(height, width)
             resized = (net_height, net_width) != (height, width)
             if resized:
-                left_t_net = _resize_image(left, left_t, (net_height, net_width))
-                right_t_net = _resize_image(right, right_t, (net_height, net_width))
+                left_t_net = resize_image(left, left_t, (net_height, net_width))
+                right_t_net = resize_image(right, right_t, (net_height, net_width))
             else:
                 left_t_net, right_t_net = left_t, right_t
             left_p, right_p = self._pad(left_t_net), self._pad(right_t_net)
@@ -212,7 +194,7 @@ class Predictor:
             lean = not (confidence or extras) and hasattr(self._forward, "labels_and_disparity")
             if lean:
                 labels, disparity = self._forward.labels_and_disparity(left_p, right_p)
-                labels, disparity = map(torch.from_numpy, _crop_lean_outputs(
+                labels, disparity = map(torch.from_numpy, crop_lean_outputs(
                     labels.numpy(), disparity.numpy(), net_height, net_width))
             else:
                 dtype = PRECISIONS.get(self.precision) if self.backend in ("eager", "compile") else None
@@ -231,12 +213,12 @@ class Predictor:
             coarse_labels = out.coarse_logits[crop][0].max(0).indices.to(torch.uint8) if extras else None
             if resized:  # back to the input's size; disparity in the input's pixels (width ratio)
                 size = (height, width)
-                labels = _resize_map(labels, size, nearest=True)
-                disparity = _resize_map(disparity, size) * (width / net_width)
+                labels = resize_map(labels, size, nearest=True)
+                disparity = resize_map(disparity, size) * (width / net_width)
                 if confidence:
-                    seg_confidence = _resize_map(seg_confidence, size)
+                    seg_confidence = resize_map(seg_confidence, size)
                 if extras:
-                    coarse_labels = _resize_map(coarse_labels, size, nearest=True)
+                    coarse_labels = resize_map(coarse_labels, size, nearest=True)
             result = {"labels": labels, "disparity": disparity}
             if confidence:
                 result["seg_confidence"] = seg_confidence
@@ -333,7 +315,7 @@ class Predictor:
         t2 = time.perf_counter()
         if (target_h, target_w) not in self._sizes_run:
             self._first_call((target_h, target_w), t2 - t1)
-        labels, disparity = _crop_lean_outputs(labels, disparity, height, width)
+        labels, disparity = crop_lean_outputs(labels, disparity, height, width)
         t3 = time.perf_counter()
         return Prediction(labels=labels, disparity=disparity,
                           timings={"pre": t1 - t0, "model": t2 - t1, "post": t3 - t2})
@@ -341,58 +323,6 @@ class Predictor:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-
-def _crop_lean_outputs(labels: np.ndarray, disparity: np.ndarray, height: int,
-                       width: int) -> tuple[np.ndarray, np.ndarray]:
-    """The lean OpenVINO graph's 1 x 1 x H' x W' int32 labels and float disparity, cropped to
-    `height` x `width`: uint8 labels and contiguous float32 disparity. In numpy: torch's ops
-    right after an OpenVINO call wait for its thread pool and took 3 ms here, numpy's 0.3 ms
-    (`edge`, 480x720, 2 cores)."""
-    return (labels[0, 0, :height, :width].astype(np.uint8),
-            np.ascontiguousarray(disparity[0, 0, :height, :width], dtype=np.float32))
-
-
-def _resize_image(source: ImageLike, batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Area-like (antialiased bilinear) resize of the input image `source`, already checked and
-    converted to the float `batch`. A uint8 image on the CPU is resized as uint8 (torch's fast
-    path: 3 ms instead of 14 ms for a 480x720 view at 2/3; within 1/255 of the float result),
-    then converted; anything else is resized as the float batch."""
-    uint8 = source.dtype == np.uint8 if isinstance(source, np.ndarray) else source.dtype == torch.uint8
-    if not (uint8 and batch.device.type == "cpu"):
-        return F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
-    image = torch.from_numpy(np.ascontiguousarray(source)) if isinstance(source, np.ndarray) else source
-    nchw = image.to(batch.device).permute(2, 0, 1).unsqueeze(0)   # channels-last view of HxWx3
-    small = F.interpolate(nchw, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return small.float().div_(255.0).contiguous(memory_format=(
-        torch.channels_last if batch.is_contiguous(memory_format=torch.channels_last)
-        else torch.contiguous_format))
-
-
-def _resize_map(map_: torch.Tensor, size: tuple[int, int], *, nearest: bool = False) -> torch.Tensor:
-    """An h x w map resized to `size`: nearest for class ids, bilinear for real values."""
-    if nearest:
-        return F.interpolate(map_[None, None].float(), size=size, mode="nearest-exact")[0, 0].to(map_.dtype)
-    return F.interpolate(map_[None, None].float(), size=size, mode="bilinear",
-                         align_corners=False)[0, 0]
-
-
-def photometric_confidence(left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
-                           *, scale: float = 0.1) -> torch.Tensor:
-    """Disparity confidence in [0, 1]: how well the right image, sampled at x - d, explains
-    the left image (exp(-|L - R(x - d)| / scale), colour-averaged and smoothed over 5x5),
-    and 0 where x - d leaves the image. One grid_sample; it flags mismatches and occlusions
-    in textured regions, and cannot tell right from wrong in texture-free ones."""
-    _, height, width = left.shape
-    xs = torch.arange(width, device=disparity.device, dtype=torch.float32).expand(height, width)
-    ys = torch.arange(height, device=disparity.device, dtype=torch.float32).unsqueeze(1).expand(height, width)
-    source_x = xs - disparity
-    grid = torch.stack([2 * source_x / max(width - 1, 1) - 1, 2 * ys / max(height - 1, 1) - 1], -1)
-    warped = F.grid_sample(right.unsqueeze(0).float(), grid.unsqueeze(0), align_corners=True)
-    error = (left.float() - warped[0]).abs().mean(0, keepdim=True)
-    error = F.avg_pool2d(error.unsqueeze(0), 5, stride=1, padding=2, count_include_pad=False)[0, 0]
-    inside = (source_x >= 0) & (source_x <= width - 1) & torch.isfinite(disparity)
-    return torch.exp(-error / scale) * inside
 
 
 def _default_palette(num_classes: int) -> np.ndarray:

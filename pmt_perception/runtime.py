@@ -104,3 +104,21 @@ def resolve_runtime(backend: str, precision: str, device: torch.device, *,
     if not backend_available(backend):
         raise ValueError(f"backend {backend!r} needs the {backend} package: pip install {backend}")
     return backend, precision
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return resolved
+
+
+def compile_options(device: torch.device) -> dict:
+    """torch.compile settings: on the CPU, inductor with weight freezing (constant-folded,
+    oneDNN-prepacked convolutions: the part that pays for inference); on CUDA, CUDA graphs
+    (batch-1 frames are launch-bound). One graph per input size (the node's is fixed)."""
+    if device.type == "cuda":
+        return {"mode": "reduce-overhead", "dynamic": False}
+    return {"dynamic": False, "options": {"freezing": True}}

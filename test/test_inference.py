@@ -8,7 +8,8 @@ import torch
 
 from pmt_perception.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from pmt_perception.config import load_model_config
-from pmt_perception.inference import Predictor, photometric_confidence
+from pmt_perception.frames import photometric_confidence
+from pmt_perception.inference import Predictor
 from pmt_perception.network import build_model, pmt
 
 SMALL = dict(backbone="resnet18", spp_f1_windows=(8, 4), spp_f2_windows=(4, 2), num_classes=5)
