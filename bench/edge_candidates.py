@@ -6,7 +6,8 @@ cutting parts of `edge` goes before any of it is trained: speed does not depend 
 accuracy does (models/README.md has the trained ones). Rows are bench/inference.py's (the same
 Predictor path, pair and timing), so they compare with its `edge` row.
 
-    .venv/bin/python bench/edge_candidates.py [--backend openvino --precision bf16] [--markdown FILE]
+    .venv/bin/python bench/edge_candidates.py [--backend openvino --precision bf16] [--last K]
+        [--markdown FILE]
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ CANDIDATES = {
     "+ no H/4 disparity refinement (convex x8)": {"disparity_refinement_scale": 0},
     "+ convex x4, bilinear x2": {"convex_upsample_scale": 4},
     "+ disparity range 0..128 px": {"max_disparity": 128},
+    "+ patch guide on the disparity's convex weights (16 ch)": {"disparity_patch_guide_channels": 16},
 }
 
 
@@ -60,6 +62,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="run every row this many times, interleaved, and keep each row's "
                              "median (a shared host's speed drifts within minutes)")
+    parser.add_argument("--last", type=int, default=0,
+                        help="measure only the last K candidates (each still with every cut "
+                             "above it), next to the two networks")
     parser.add_argument("--markdown", help="append the table to this file")
     options = parser.parse_args()
     size = [int(v) for v in options.size.split("x")]
@@ -76,6 +81,7 @@ def main() -> None:
             config = Path(folder) / f"candidate{index}.yaml"
             config.write_text(yaml.safe_dump({**edge, **overrides}))
             configs.append((name, {"kind": "pmt", "variant": str(config), **common}))
+        configs = configs[-options.last:] if options.last > 0 else configs
         configs.append((TWO_NETS_NAME, {"kind": "two_nets", "variant": bench.TWO_NETS, **common}))
         samples: dict[str, list[dict]] = {name: [] for name, _ in configs}
         for round_index in range(options.rounds):
@@ -96,7 +102,8 @@ def main() -> None:
     info = bench.machine()
     lines = [f"### `edge` candidates, untrained ({datetime.date.today()})", "",
              f"Command: `python bench/edge_candidates.py --backend {options.backend} --precision "
-             f"{options.precision} --rounds {options.rounds}`  ",
+             f"{options.precision} --rounds {options.rounds}"
+             f"{f' --last {options.last}' if options.last > 0 else ''}`  ",
              f"Machine: {info['cpu']}, {info['cores']} cores, {info['isa']}, {info['bf16']}, "
              f"no GPU; {options.size}, batch 1, median of {options.repeats} frames, "
              f"median of {options.rounds} interleaved rounds; load average before / after {load[0]:.1f} / "

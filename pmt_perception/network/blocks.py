@@ -219,6 +219,31 @@ class LConv(ConvBNReLU):
         return F.avg_pool2d(super().forward(left), scale, scale, ceil_mode=True)
 
 
+class PatchGuide(nn.Module):
+    """Convex-mask logits from the left image's own s x s patches, added to those the head's
+    features give. A head at H/8 knows that a cell holds a depth edge, not where in the cell
+    it runs; the patch's pixels do (on Aloe, 82 % of run 10's disparity errors lie within
+    8 px of a depth edge: the foreground grows into the background). A stride-s
+    convolution reads each patch once (one Conv node; no full-resolution feature map), a 3x3
+    layer sees the neighbouring patches the weights choose between. The last layer starts at
+    zero, so a checkpoint that gains the guide computes what it did before."""
+
+    def __init__(self, channels: int, *, scale: int, mask_channels: int) -> None:
+        super().__init__()
+        self.patches = nn.Sequential(
+            nn.Conv2d(3, channels, scale, stride=scale, bias=False),
+            nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+            ConvBNReLU(channels, channels))
+        self.to_mask = nn.Conv2d(channels, mask_channels, 1)
+        nn.init.zeros_(self.to_mask.weight)
+        nn.init.zeros_(self.to_mask.bias)
+
+    def forward(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        # floor(H / s) patches; the head grid is ceil(H / s): equal when s divides H (the
+        # Predictor pads to multiples of 32), else the last partial patch repeats its neighbour.
+        return resize(self.to_mask(self.patches(image)), size, "nearest")
+
+
 class Upsampler(nn.Module):
     """Brings a head's prediction from its working resolution to the output size.
 
@@ -230,25 +255,32 @@ class Upsampler(nn.Module):
     """
 
     def __init__(self, mode: str, *, feature_channels: int, scale: int,
-                 convex_scale: int | None = None) -> None:
+                 convex_scale: int | None = None, patch_guide_channels: int = 0) -> None:
         super().__init__()
         self.mode, self.scale = mode, scale
         self.convex_scale = min(convex_scale or scale, scale)
-        self.mask = self.rest = None
+        self.mask = self.rest = self.patch_guide = None
         if mode == "convex" and scale > 1:
             if self.convex_scale < scale:   # bilinear for the rest of the scale
                 self.rest = BilinearByPhases(scale // self.convex_scale)
             self.mask = nn.Sequential(
                 ConvBNReLU(feature_channels, feature_channels),
                 nn.Conv2d(feature_channels, 9 * self.convex_scale ** 2, 1))
+            if patch_guide_channels:
+                self.patch_guide = PatchGuide(patch_guide_channels, scale=scale,
+                                              mask_channels=9 * self.convex_scale ** 2)
 
     def forward(self, prediction: torch.Tensor, features: torch.Tensor,
-                size: tuple[int, int]) -> torch.Tensor:
+                size: tuple[int, int], image: torch.Tensor | None = None) -> torch.Tensor:
+        """`image`: the full-resolution left image, read by the patch guide (when there is one)."""
         if self.mask is None:
             return resize(prediction, size, "bilinear" if self.mode == "convex" else self.mode)
         b, c, h, w = prediction.shape
         s = self.convex_scale
-        weights = self.mask(features).view(b, 9, s * s, h, w).softmax(dim=1)
+        mask = self.mask(features)
+        if self.patch_guide is not None:
+            mask = mask + self.patch_guide(image, (h, w)).to(mask.dtype)
+        weights = mask.view(b, 9, s * s, h, w).softmax(dim=1)
         neighbours = F.unfold(prediction, 3, padding=1).view(b, c, 9, h, w)
         # One (s*s x 9) @ (9 x c) product per low-resolution pixel: broadcasting the product
         # instead materialises b*c*9*s*s*h*w values (236 MB for 19 classes at s = 8, 480x720),

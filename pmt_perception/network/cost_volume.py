@@ -154,7 +154,8 @@ class CostVolumeDisparityBranch(nn.Module):
                  max_disparity: int, groups: int, aggregation_channels: int,
                  fdisp_channels: int, upsample: str | None, hourglass_stride: int,
                  separable: bool, correlation: str = "dot", soft_argmin_window: int = 0,
-                 guide_on_pooled_image: bool = False, convex_scale: int | None = None) -> None:
+                 guide_on_pooled_image: bool = False, convex_scale: int | None = None,
+                 patch_guide_channels: int = 0) -> None:
         super().__init__()
         self.scale, self.soft_argmin_window = scale, soft_argmin_window
         self.cosine = correlation == "cosine"
@@ -184,7 +185,8 @@ class CostVolumeDisparityBranch(nn.Module):
             # upsampling of the disparity.
             self.l_conv = LConv(on_pooled_image=guide_on_pooled_image)
             self.upsample = Upsampler(upsample, feature_channels=fdisp_channels + 1, scale=scale,
-                                      convex_scale=convex_scale)
+                                      convex_scale=convex_scale,
+                                      patch_guide_channels=patch_guide_channels)
 
     def forward(self, features_left: torch.Tensor, features_right: torch.Tensor,
                 f_seg: torch.Tensor, left: torch.Tensor
@@ -210,5 +212,5 @@ class CostVolumeDisparityBranch(nn.Module):
         l_conv = self.l_conv(left, self.scale)                     # L conv 1
         guide = torch.cat([f_disp, resize(l_conv, size, "nearest").to(f_disp.dtype)], 1)
         # Pixels of the volume's resolution -> pixels of the input resolution (disp).
-        disparity = self.upsample(disparity * self.scale, guide, left.shape[-2:])
+        disparity = self.upsample(disparity * self.scale, guide, left.shape[-2:], image=left)
         return disparity, f_disp, probability

@@ -162,7 +162,7 @@ def build_model(config: ModelConfig, *,
             upsample=None if config.disparity_refinement_scale else config.upsample,
             correlation=config.cost_volume_correlation,
             soft_argmin_window=config.soft_argmin_window, convex_scale=convex_scale,
-            **guide, **hourglass)
+            patch_guide_channels=config.disparity_patch_guide_channels, **guide, **hourglass)
     refined = RefinedSegmentationBranch(
         spp_f1.out_channels, f_seg_channels=f_seg_channels, f_disp_channels=f_disp_channels,
         reduced_channels=w(128), s_channels=w(64), head_width=w(32),

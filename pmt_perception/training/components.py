@@ -10,7 +10,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from pmt_perception.checkpoint import load_checkpoint
+from pmt_perception.checkpoint import load_checkpoint, model_config_of
 from pmt_perception.config import from_dict, load_model_config, load_yaml, resolve_config_path, to_plain
 from pmt_perception.data import DataConfig, build_dataset, build_train_sampler
 from pmt_perception.losses import PMTLoss
@@ -88,7 +88,8 @@ def build_network(config: TrainConfig, num_classes: int, context: DistributedCon
     init = config.init_checkpoint            # weights to start from (not a resume)
     if init:
         payload = load_checkpoint(init)
-        if payload["model_config"] != to_plain(model_config):
+        # Through ModelConfig: a field added since that checkpoint takes its default (no weights).
+        if to_plain(model_config_of(payload, source=init)) != to_plain(model_config):
             raise ValueError(f"init_checkpoint {init}: its model config differs from this run's")
         # Parameters the architecture gained since that checkpoint keep their initialisation.
         missing, unexpected = network.load_state_dict(
