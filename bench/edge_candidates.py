@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The graph of `edge` run 7 (models/README.md), whatever config/model/edge.yaml says now.
 RUN7_GRAPH = {"backbone": "mobilenet_v3_large", "guide_on_pooled_image": False, "coarse_views": 2,
-              "disparity_refinement_scale": 4, "convex_upsample_scale": None, "max_disparity": 192}
+              "disparity_refinement_scale": 4, "convex_upsample_scale": None, "max_disparity": 192,
+              "disparity_patch_guide_channels": 0}
 # name -> overrides; each row adds its cut to the rows above it, from run 7's graph.
 CANDIDATES = {
     "edge run 7's graph": RUN7_GRAPH,

@@ -100,9 +100,10 @@ class ModelConfig:
     # 2: the coarse branch reads cat(F4_L, F4_R) (Table A.11); 1: F4_L only, and the right
     # view stops at F2, the deepest feature matching reads.
     coarse_views: int = 2
-    # > 0: the convex upsampling of the cost-volume disparity also reads this many features of
-    # each s x s patch of the left image (network/blocks.py, PatchGuide), so its weights can
-    # put a depth edge where it runs inside a cell. 0: the head's features and L conv only.
+    # > 0: the convex upsampling of the cost-volume disparity (or of its H/4 refinement) also
+    # reads this many features of each s x s patch of the left image (network/blocks.py,
+    # PatchGuide), so its weights can put a depth edge where it runs inside a cell. 0: the
+    # head's features and L conv only.
     disparity_patch_guide_channels: int = 0
 
     def __post_init__(self) -> None:
@@ -154,11 +155,12 @@ class ModelConfig:
             raise ValueError(f"disparity_patch_guide_channels must be >= 0, got "
                              f"{self.disparity_patch_guide_channels}")
         if self.disparity_patch_guide_channels and not (
-                self.disparity_head == "cost_volume" and not self.disparity_refinement_scale
-                and self.upsample == "convex"):
+                self.disparity_head == "cost_volume"
+                and (self.upsample == "convex" or self.disparity_refinement_scale)):
             raise ValueError("disparity_patch_guide_channels guides the convex upsampling of the "
-                             "cost volume's disparity: it needs disparity_head cost_volume, "
-                             "upsample convex and disparity_refinement_scale 0")
+                             "cost volume's disparity: it needs disparity_head cost_volume and "
+                             "upsample convex (or disparity_refinement_scale 4, which upsamples "
+                             "convexly)")
         if self.cost_volume_groups < 1:
             raise ValueError(f"cost_volume_groups must be >= 1, got {self.cost_volume_groups}")
         if not self.spp_f1_windows or not self.spp_f2_windows:

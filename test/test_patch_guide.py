@@ -16,6 +16,7 @@ from pmt_perception.training.state import slim_checkpoint
 
 TINY_EDGE = dict(spp_f1_windows=(8, 4), spp_f2_windows=(4, 2), max_disparity=32)
 GUIDE = dict(disparity_patch_guide_channels=8)
+NO_GUIDE = dict(disparity_patch_guide_channels=0)   # edge.yaml has the guide since run 11
 
 
 def edge_model(**overrides):
@@ -29,7 +30,7 @@ def save(model, path):
 
 
 def test_a_checkpoint_that_gains_the_guide_computes_what_it_did(tmp_path):
-    plain = edge_model().eval()
+    plain = edge_model(**NO_GUIDE).eval()
     source = save(plain, tmp_path / "plain.pt")
     with pytest.raises(RuntimeError, match="Missing key"):
         slim_checkpoint(source, tmp_path / "refused.pt", config_changes=GUIDE)
@@ -81,20 +82,32 @@ def test_the_guide_needs_the_convex_cost_volume_head():
     with pytest.raises(ValueError, match="needs disparity_head cost_volume"):
         load_model_config("fast", disparity_patch_guide_channels=8)
     with pytest.raises(ValueError, match="needs disparity_head cost_volume"):
-        load_model_config("edge", disparity_patch_guide_channels=8, disparity_refinement_scale=4)
+        load_model_config("edge", disparity_patch_guide_channels=8, upsample="bilinear")
+
+
+def test_with_the_h4_refinement_the_guide_steers_its_upsampling_instead():
+    model = edge_model(**GUIDE, disparity_refinement_scale=4).eval()
+    assert model.disparity.upsample is None            # the volume's disparity leaves at H/8
+    guide = model.disparity_refinement.upsample.patch_guide
+    assert guide.patches[0].stride == (4, 4)           # the refinement's grid is H/4
+    left, right = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        before = model(left, right).disparity
+        torch.nn.init.normal_(guide.to_mask.weight)
+        assert not torch.allclose(before, model(left, right).disparity)
 
 
 def test_training_starts_from_a_checkpoint_saved_before_a_model_field_existed(tmp_path):
     """pmt-train --init-checkpoint compares model configs through ModelConfig: a field added
     since the checkpoint was written takes its default instead of refusing the start."""
-    model = edge_model()
+    model = edge_model(**NO_GUIDE)
     path = save(model, tmp_path / "old.pt")
     payload = torch.load(path, weights_only=True)
     del payload["model_config"]["disparity_patch_guide_channels"]   # as the older code wrote it
     torch.save(payload, path)
     settings = ["--config", "synthetic_edge", "--channels-last", "false", "--init-checkpoint",
                 str(path), "--model-overrides", "{spp_f1_windows: [8, 4], spp_f2_windows: [4, 2], "
-                "max_disparity: 32}"]
+                "max_disparity: 32, disparity_patch_guide_channels: 0}"]
     network = build_network(resolve_settings(settings).config, 19, setup_distributed("cpu"))
     key = "refined_segmentation.hourglass.c2.0.weight"
     assert torch.equal(network.state_dict()[key], model.state_dict()[key])

@@ -37,7 +37,7 @@ class DisparityRefinement(nn.Module):
 
     def __init__(self, feature_channels: int, *, max_disparity: int, channels: int = 24,
                  matching_channels: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8, 1),
-                 convex_scale: int | None = None) -> None:
+                 convex_scale: int | None = None, patch_guide_channels: int = 0) -> None:
         super().__init__()
         self.scale = 4
         self.disparity_norm = max_disparity / self.scale       # the network sees disparity in ~[0, 1]
@@ -50,7 +50,7 @@ class DisparityRefinement(nn.Module):
         nn.init.zeros_(self.residual.weight)
         nn.init.zeros_(self.residual.bias)
         self.upsample = Upsampler("convex", feature_channels=channels, scale=self.scale,
-                                  convex_scale=convex_scale)
+                                  convex_scale=convex_scale, patch_guide_channels=patch_guide_channels)
 
     def forward(self, disparity: torch.Tensor, features_left: torch.Tensor,
                 features_right: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
@@ -66,4 +66,4 @@ class DisparityRefinement(nn.Module):
                                   image.to(error.dtype)], 1))
         x = self.body(x)
         disparity = F.relu(disparity + self.residual(x).to(disparity.dtype))
-        return self.upsample(disparity * self.scale, x, left.shape[-2:])
+        return self.upsample(disparity * self.scale, x, left.shape[-2:], image=left)

@@ -172,7 +172,8 @@ def build_model(config: ModelConfig, *,
     refinement = None
     if config.disparity_refinement_scale:
         refinement = DisparityRefinement(spp_f1.out_channels, max_disparity=config.max_disparity,
-                                         convex_scale=convex_scale)
+                                         convex_scale=convex_scale,
+                                         patch_guide_channels=config.disparity_patch_guide_channels)
     model = PMTNet(config=config, backbone=backbone, spp_f1=spp_f1, spp_f2=spp_f2,
                    coarse_segmentation=coarse, disparity=disparity, refined_segmentation=refined,
                    disparity_refinement=refinement)
