@@ -20,8 +20,9 @@ from pmt_perception.data.middlebury import (
     rescale_sample,
     write_pfm,
 )
-from pmt_perception.evaluate import comparison_table, main, summary_line
+from pmt_perception.evaluate import main
 from pmt_perception.evaluation.report import EvaluationAccumulator
+from pmt_perception.evaluation.summary import comparison_table, summary_line
 
 ALOE = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_stereo" / "aloe"
 
