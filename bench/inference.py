@@ -49,11 +49,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pmt_perception.config import load_model_config  # noqa: E402  (after the path insert)
-from pmt_perception.export import argmax_in_graph, export_onnx_bytes, u8_image_inputs  # noqa: E402
+from pmt_perception.export import export_onnx_bytes  # noqa: E402
 from pmt_perception.inference import Predictor  # noqa: E402
 from pmt_perception.info import count_gflops  # noqa: E402
 from pmt_perception.network import build_model  # noqa: E402
 from pmt_perception.network.batchnorm_folding import fold_batchnorm  # noqa: E402
+from pmt_perception.openvino_graph import argmax_in_graph, u8_image_inputs  # noqa: E402
 from pmt_perception.quantize import DEFAULT_KEEP_FLOAT, calibration_pairs, quantize_onnx  # noqa: E402
 from pmt_perception.runtime import backend_available, cpu_flags, cpu_has_native_bf16, resolve_runtime  # noqa: E402
 

@@ -26,6 +26,7 @@ from .checkpoint import CheckpointError, load_model, unwrap
 from .cli import parse_size, stops_cleanly
 from .config import ModelConfig, from_dict, to_plain
 from .network import PMTNet, PMTOutput
+from .openvino_graph import argmax_in_graph, u8_image_inputs
 
 OUTPUT_NAMES = ("coarse_logits", "disparity", "refined_logits")
 
@@ -167,39 +168,6 @@ class OnnxRuntimeModel:
 
     def to(self, *_args, **_kwargs) -> "OnnxRuntimeModel":
         return self  # the session owns its memory; callers may treat it like a module
-
-
-def argmax_in_graph(network, logits: str, labels: str, *, drop: tuple[str, ...] = ()):
-    """OpenVINO `network` (modified in place) with output `labels`, the argmax over channels of
-    output `logits` (B x 1 x H x W int32), in place of the outputs named in `drop` (`logits`
-    among them or not): OpenVINO then prunes what only the dropped outputs needed."""
-    import openvino.opset13 as ops
-
-    results = {name: r for r in network.get_results() for name in r.input_value(0).get_names()}
-    source = results[logits].input_value(0)
-    for name in drop:
-        network.remove_result(results[name])
-    top = ops.topk(source, ops.constant(np.int64(1)), axis=1, mode="max", sort="none",
-                   index_element_type="i32")
-    top.output(1).get_tensor().set_names({labels})
-    network.add_results([ops.result(top.output(1))])
-    return network
-
-
-def u8_image_inputs(network, names: tuple[str, ...]):
-    """OpenVINO `network` whose float NCHW inputs `names` (RGB in [0, 1]) take B x H x W x 3
-    uint8 arrays instead: the cast, the / 255 and the layout change run inside the compiled
-    graph (OpenVINO's preprocessing). Done in torch they cost more than their arithmetic: torch's
-    thread pool was still spinning when OpenVINO's started (+3.5 ms on a 43 ms frame, 2 cores)."""
-    import openvino as ov
-    from openvino.preprocess import PrePostProcessor
-
-    steps = PrePostProcessor(network)
-    for name in names:
-        steps.input(name).tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
-        steps.input(name).model().set_layout(ov.Layout("NCHW"))
-        steps.input(name).preprocess().convert_element_type(ov.Type.f32).scale(255.0)
-    return steps.build()
 
 
 class OpenVinoModel:

@@ -187,13 +187,16 @@ class StereoCamera:
 
     # --- points ---------------------------------------------------------------------------
     def points_from_disparity(self, disparity: np.ndarray, *, stride: int = 1,
-                              min_depth: float = 0.0, max_depth: float = math.inf) -> np.ndarray:
+                              min_depth: float = 0.0, max_depth: float = math.inf,
+                              out: np.ndarray | None = None) -> np.ndarray:
         """Organized point cloud (H' x W' x 3 float32) of a left disparity map (H x W).
 
         H' = ceil(H / stride), W' = ceil(W / stride); grid cell (i, j) is pixel (i*stride,
         j*stride). X = (u - cx_l) Z / fx, Y = (v - cy) Z / fy, Z from the disparity. Invalid
         pixels are NaN in all three coordinates (as stereo_image_proc marks them): disparity not
-        finite, d - (cx_l - cx_r) <= 0, or Z outside [min_depth, max_depth].
+        finite, d - (cx_l - cx_r) <= 0, or Z outside [min_depth, max_depth]. `out`: an
+        H' x W' x 3 float32 array (any strides, e.g. a view into a message's buffer) to write
+        the points into; it is returned.
         """
         disparity = np.asarray(disparity)
         if disparity.ndim != 2:
@@ -221,7 +224,9 @@ class StereoCamera:
 
         u = np.arange(0, cols * stride, stride, dtype=f32) - f32(self.cx_left)
         v = np.arange(0, rows * stride, stride, dtype=f32) - f32(self.cy)
-        points = np.empty((rows, cols, 3), dtype=f32)
+        if out is not None and out.shape != (rows, cols, 3):
+            raise ValueError(f"out must be {(rows, cols, 3)}, got {out.shape}")
+        points = np.empty((rows, cols, 3), dtype=f32) if out is None else out
         np.multiply(z, u[None, :] * f32(1.0 / self.fx), out=points[..., 0])
         np.multiply(z, v[:, None] * f32(1.0 / self.fy), out=points[..., 1])
         points[..., 2] = z

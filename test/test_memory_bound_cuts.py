@@ -2,7 +2,10 @@
 pooled image, convex upsampling by part of a head's scale, a right view that stops at F2,
 turning a checkpoint of another backbone into a start for training, and the export-only forms
 that compute the same function with fewer memory passes (bilinear by phases, 3-D convolutions
-for the factorised aggregation)."""
+for the factorised aggregation, the correlation by blocks, the image pooled by a convolution)."""
+import io
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,8 +15,12 @@ from pmt_perception.config import load_model_config
 from pmt_perception.export import export_onnx, onnx_parity
 from pmt_perception.network import build_model
 from pmt_perception.network.batchnorm_folding import fold_batchnorm
-from pmt_perception.network.blocks import BilinearByPhases, LConv, Upsampler
-from pmt_perception.network.cost_volume import FactorizedConv3d, shifted_copies
+from pmt_perception.network.blocks import BilinearByPhases, LConv, Upsampler, pool_image
+from pmt_perception.network.cost_volume import (
+    FactorizedConv3d,
+    blockwise_correlation,
+    groupwise_correlation_volume,
+)
 from pmt_perception.training.state import slim_checkpoint
 
 TINY_EDGE = dict(spp_f1_windows=(8, 4), spp_f2_windows=(4, 2), max_disparity=32)
@@ -164,12 +171,62 @@ def test_factorised_aggregation_exports_as_3d_convolutions_of_the_same_function(
         torch.testing.assert_close(folded.as_conv3d(volume), reference, atol=1e-5, rtol=1e-5)
 
 
-def test_shifted_copies_are_the_slices_of_the_padded_right_view():
+@pytest.mark.parametrize("width", [3, 16, 37, 48])
+def test_blockwise_correlation_is_the_sliced_correlation(width):
+    """Every disparity 0..D-1 at every pixel, zeros where x - d leaves the image, for widths
+    below, at and off a multiple of the block (= D)."""
     torch.manual_seed(0)
-    disparities, width = 5, 9
-    padded = F.pad(torch.randn(2, 3, 4, 6, width), (disparities - 1, 0))
-    copies = shifted_copies(padded, disparities, width)
-    assert copies.shape == (2, 3, 4, disparities, 6, width)
-    for d in range(disparities):   # copy d: the right view shifted right by d, zeros entering
-        start = disparities - 1 - d
-        torch.testing.assert_close(copies[:, :, :, d], padded[..., start:start + width])
+    disparities = 16
+    left, right = torch.randn(2, 3, 4, 5, width), torch.randn(2, 3, 4, 5, width)
+    volume = blockwise_correlation(left, right, disparities)
+    assert volume.shape == (2, 3, disparities, 5, width)
+    for d in range(disparities):
+        expected = torch.zeros(2, 3, 5, width)
+        if d < width:
+            expected[..., d:] = (left[..., d:] * right[..., :width - d]).sum(2)
+        torch.testing.assert_close(volume[:, :, d], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cosine", [False, True])
+def test_exported_correlation_volume_keeps_its_width_dynamic(cosine):
+    """The exported graph (the blockwise form) gives the eager volume at widths other than the
+    one it was traced at, including ones that are no multiple of the block."""
+    ort = pytest.importorskip("onnxruntime")
+
+    class Volume(torch.nn.Module):
+        def forward(self, left, right):
+            return groupwise_correlation_volume(left, right, num_disparities=8, groups=4,
+                                                cosine=cosine)
+
+    buffer, dynamic = io.BytesIO(), {0: "batch", 2: "height", 3: "width"}
+    example = torch.rand(1, 16, 6, 24)
+    torch.onnx.export(Volume(), (example, example), buffer, input_names=["left", "right"],
+                      dynamic_axes={"left": dynamic, "right": dynamic}, opset_version=17,
+                      dynamo=False)
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for width in (24, 29, 5):
+        left, right = torch.randn(2, 16, 7, width), torch.randn(2, 16, 7, width)
+        exported = session.run(None, {"left": left.numpy(), "right": right.numpy()})[0]
+        eager = Volume()(left, right).numpy()
+        assert exported.shape == eager.shape
+        np.testing.assert_allclose(exported, eager, atol=1e-5)
+
+
+def test_exported_image_pooling_is_ceil_mode_average_pooling():
+    """pool_image's convolution form: each patch's mean, the last partial patches too."""
+    ort = pytest.importorskip("onnxruntime")
+
+    class Pool(torch.nn.Module):
+        def forward(self, image):
+            return pool_image(image, 8)
+
+    buffer, dynamic = io.BytesIO(), {0: "batch", 2: "height", 3: "width"}
+    torch.onnx.export(Pool(), (torch.rand(1, 3, 32, 48),), buffer, input_names=["image"],
+                      dynamic_axes={"image": dynamic}, opset_version=17, dynamo=False)
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for size in [(32, 48), (30, 45), (7, 9)]:
+        image = torch.rand(2, 3, *size)
+        exported = session.run(None, {"image": image.numpy()})[0]
+        expected = F.avg_pool2d(image, 8, 8, ceil_mode=True).numpy()
+        assert exported.shape == expected.shape
+        np.testing.assert_allclose(exported, expected, atol=1e-6)

@@ -21,6 +21,7 @@ from pmt_perception.ros.conversions import (
     make_pointcloud2,
     numpy_to_image,
     pack_rgb,
+    pointcloud2_of_disparity,
     pointcloud2_to_array,
     to_rgb8,
     unpack_rgb,
@@ -351,3 +352,47 @@ def test_decoding_needs_no_ros_and_reads_rosbags_messages():
 
     assert conversions.image_to_numpy is ros_messages.image_to_numpy
     assert conversions.camera_from_infos is ros_messages.camera_from_infos
+
+
+@pytest.mark.parametrize("stride, with_labels", [(1, True), (2, False), (3, True)])
+def test_pointcloud2_of_disparity_is_the_cloud_of_the_points(stride, with_labels):
+    """The node's path (points computed straight into the message's buffer) gives the bytes
+    of make_pointcloud2 over points_from_disparity, invalid points (NaN) included."""
+    rng = np.random.default_rng(3)
+    disparity = rng.uniform(-2.0, 60.0, (11, 14)).astype(np.float32)
+    disparity[2, 3] = np.nan
+    rgb = rng.integers(0, 256, (11, 14, 3), dtype=np.uint8)
+    labels = rng.integers(0, 19, (11, 14), dtype=np.uint8)
+    grid_rgb, grid_labels = rgb[::stride, ::stride], labels[::stride, ::stride]
+    grid_labels = grid_labels if with_labels else None
+    direct = pointcloud2_of_disparity(CAMERA, disparity, grid_rgb, grid_labels, HEADER,
+                                      stride=stride, min_depth=0.5, max_depth=40.0)
+    points = CAMERA.points_from_disparity(disparity, stride=stride, min_depth=0.5, max_depth=40.0)
+    built = make_pointcloud2(points, grid_rgb, grid_labels, HEADER)
+    assert (direct.height, direct.width) == points.shape[:2]
+    assert direct.fields == built.fields and direct.point_step == built.point_step
+    assert bytes(direct.data) == bytes(built.data)
+    with pytest.raises(ValueError, match="rgb shape"):
+        pointcloud2_of_disparity(CAMERA, disparity, rgb[:3], None, HEADER, stride=stride)
+
+
+def test_points_from_disparity_writes_into_a_strided_view():
+    disparity = np.full((4, 5), 10.0, np.float32)
+    words = np.zeros((4, 5, 5), np.float32)
+    out = CAMERA.points_from_disparity(disparity, out=words[..., :3])
+    assert np.shares_memory(out, words)
+    np.testing.assert_array_equal(words[..., :3], CAMERA.points_from_disparity(disparity))
+    assert not words[..., 3:].any()
+    with pytest.raises(ValueError, match="out must be"):
+        CAMERA.points_from_disparity(disparity, out=np.zeros((4, 4, 3), np.float32))
+
+
+def test_message_data_is_the_array_the_builder_filled():
+    """Builders hand the message an array.array('B') of the right length (no second copy);
+    a foreign byte order is converted on the way in."""
+    import array
+    big_endian = np.arange(12, dtype=">f4").reshape(3, 4)
+    msg = numpy_to_image(big_endian, "32FC1", HEADER)
+    assert isinstance(msg.data, array.array) and msg.data.typecode == "B"
+    assert len(msg.data) == msg.step * msg.height == 48
+    np.testing.assert_array_equal(image_to_numpy(msg), big_endian.astype(np.float32))

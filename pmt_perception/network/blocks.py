@@ -196,6 +196,26 @@ class BilinearByPhases(nn.Module):
         return F.pixel_shuffle(phases, self.factor).reshape(b, c, h * self.factor, w * self.factor)
 
 
+def pool_image(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """avg_pool2d(image, scale, scale, ceil_mode=True) of a B x 3 x H x W image: the mean of
+    each scale x scale patch (the last, partial patches: of their pixels). Exported graphs get
+    it as a stride-`scale` convolution with constant weights, divided by each patch's pixel
+    count: OpenVINO ran the pooling of a 3-channel image only after reordering it into a
+    16-channel blocked layout (~1.5 ms of a 35 ms `edge` frame, 2 cores); a convolution reads
+    the layout the patch guide's convolution already reads."""
+    if not torch.onnx.is_in_onnx_export():
+        return F.avg_pool2d(image, scale, scale, ceil_mode=True)
+    channels = 3   # a constant: a traced image.shape[1] would make the kernel's shape unknown
+    # Zeros right and below: windows from 0, every scale, ceil(H / scale) of them (a constant
+    # padding: a size-dependent one would leave the exporter without the tensor's rank).
+    pad = (0, scale - 1, 0, scale - 1)
+    ones = torch.ones(channels, 1, scale, scale, dtype=image.dtype, device=image.device)
+    sums = F.conv2d(F.pad(image, pad), ones, stride=scale, groups=channels)
+    # Pixel counts from an all-ones image of the same size: constant-folded for a fixed size.
+    counts = F.conv2d(F.pad(torch.ones_like(image[:, :1]), pad), ones[:1], stride=scale)
+    return sums / counts
+
+
 class LConv(ConvBNReLU):
     """The paper's per-branch "L conv": conv2D(5x5, dilation 2, 1 channel) of the left image,
     brought to a head's grid (ceil(H/s) x ceil(W/s)) by average pooling.
@@ -215,7 +235,7 @@ class LConv(ConvBNReLU):
         if scale == 1:
             return super().forward(left)
         if self.on_pooled_image:
-            return super().forward(F.avg_pool2d(left, scale, scale, ceil_mode=True))
+            return super().forward(pool_image(left, scale))
         return F.avg_pool2d(super().forward(left), scale, scale, ceil_mode=True)
 
 

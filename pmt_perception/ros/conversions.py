@@ -1,14 +1,17 @@
 """numpy -> sensor_msgs / stereo_msgs without cv_bridge or sensor_msgs_py (not installable here).
 
 This is the encoding half, which needs the message classes: Image, DisparityImage,
-PointCloud2 and CameraInfo builders. Builders fill ``data`` with ``ndarray.tobytes()``
-(DESIGN §5: assigning an ndarray is ~100x slower) and never loop over pixels in Python.
+PointCloud2 and CameraInfo builders. Builders write the pixels once, with numpy, straight
+into the array.array the message keeps as ``data`` (`message_buffer`): assigning an ndarray
+is ~100x slower (DESIGN §5), and ``tobytes()`` then the message's own conversion of those
+bytes to an array.array copied each output twice more. They never loop over pixels in Python.
 Decoding (Image pixels, CameraInfo -> StereoCamera) needs no ROS and lives in
 pmt_perception/data/ros_messages.py, so bags are read without rclpy; it is re-exported here
 for the node's modules.
 """
 from __future__ import annotations
 
+import array as pyarray
 import math
 
 import numpy as np
@@ -26,14 +29,24 @@ from pmt_perception.data.ros_messages import (
     to_rgb8,
     with_byte_order,
 )
-from pmt_perception.geometry import StereoCamera
+from pmt_perception.geometry import StereoCamera, subsample
 
 __all__ = [
     "SUPPORTED_ENCODINGS", "encoding_layout", "image_to_numpy", "to_rgb8", "numpy_to_image",
     "make_disparity_image", "DEFAULT_DELTA_D",
-    "pack_rgb", "unpack_rgb", "make_pointcloud2", "pointcloud2_to_array",
+    "pack_rgb", "unpack_rgb", "make_pointcloud2", "pointcloud2_of_disparity", "pointcloud2_to_array",
     "camera_from_infos", "camera_infos",
 ]
+
+
+def message_buffer(shape: tuple[int, ...], dtype) -> tuple[pyarray.array, np.ndarray]:
+    """(zeroed array.array('B') of the right size, a writable numpy view of it of `shape` and
+    `dtype`). A message's uint8[] field takes the array.array as it is (no copy, no check);
+    on a 2-core CPU the copies saved are ~3 ms of a 480x720 frame's outputs (point cloud,
+    colour image) while the model runs on both cores."""
+    dtype = np.dtype(dtype)
+    data = pyarray.array("B", b"\0") * (int(np.prod(shape)) * dtype.itemsize)
+    return data, np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 # --- Image -----------------------------------------------------------------------------------
@@ -55,9 +68,11 @@ def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = Non
     msg.encoding = encoding
     msg.is_bigendian = HOST_IS_BIGENDIAN
     msg.step = msg.width * element.itemsize * channels
-    # astype to the native element type fixes a foreign byte order (no copy otherwise);
-    # tobytes writes C order even from a strided view, so this is one copy.
-    msg.data = array.astype(element, copy=False).tobytes()
+    # One copy, in C order even from a strided view; the assignment converts a foreign byte
+    # order to the message's (native) one.
+    data, pixels = message_buffer(array.shape, element.newbyteorder("="))
+    pixels[...] = array
+    msg.data = data
     return msg
 
 
@@ -171,7 +186,31 @@ def make_pointcloud2(points: np.ndarray, rgb: np.ndarray, labels: np.ndarray | N
     points = np.asarray(points)
     if points.ndim != 3 or points.shape[2] != 3:
         raise ValueError(f"points must be H x W x 3, got shape {points.shape}")
-    height, width = points.shape[:2]
+
+    def write_points(out: np.ndarray) -> None:
+        for axis in range(3):   # a coordinate at a time: numpy's copy with an inner length of 3 is slow
+            out[..., axis] = points[..., axis]
+    return _pointcloud2(points.shape[:2], write_points, rgb, labels, header)
+
+
+def pointcloud2_of_disparity(camera: StereoCamera, disparity: np.ndarray, rgb: np.ndarray,
+                             labels: np.ndarray | None, header: Header, *, stride: int = 1,
+                             min_depth: float = 0.0, max_depth: float = math.inf) -> PointCloud2:
+    """make_pointcloud2 of camera.points_from_disparity(disparity, ...), the points computed
+    straight into the message's buffer (``rgb`` and ``labels`` on the strided grid, e.g. from
+    geometry.subsample): one pass less over a 5 MB cloud than building the points first."""
+    grid = subsample(np.asarray(disparity), stride=stride).shape
+
+    def write_points(out: np.ndarray) -> None:
+        camera.points_from_disparity(disparity, stride=stride, min_depth=min_depth,
+                                     max_depth=max_depth, out=out)
+    return _pointcloud2(grid, write_points, rgb, labels, header)
+
+
+def _pointcloud2(grid: tuple[int, int], write_points, rgb: np.ndarray,
+                 labels: np.ndarray | None, header: Header) -> PointCloud2:
+    """The message, its x y z written by ``write_points(out)`` (``out``: H x W x 3 float32)."""
+    height, width = grid
     rgb = np.asarray(rgb)
     if rgb.shape != (height, width, 3):
         raise ValueError(f"rgb shape {rgb.shape} does not match the point grid {(height, width)}")
@@ -184,13 +223,13 @@ def make_pointcloud2(points: np.ndarray, rgb: np.ndarray, labels: np.ndarray | N
             raise ValueError(f"labels must be integer class ids, got dtype {labels.dtype}")
 
     fields, dtype = _cloud_layout(labels is not None)
-    cloud = np.empty((height, width), dtype=dtype)
-    cloud["x"] = points[..., 0]
-    cloud["y"] = points[..., 1]
-    cloud["z"] = points[..., 2]
-    cloud["rgb"] = pack_rgb(rgb)
+    # Every field is 4 bytes: the buffer as rows of 4-byte words, written a field at a time.
+    data, words = message_buffer((height, width, len(fields)), "<f4")
+    write_points(words[..., :3])
+    bits = words.view("<u4")
+    bits[..., 3] = pack_rgb(rgb)
     if labels is not None:
-        cloud["label"] = labels
+        bits[..., 4] = labels
 
     msg = PointCloud2()
     msg.header = header
@@ -200,7 +239,7 @@ def make_pointcloud2(points: np.ndarray, rgb: np.ndarray, labels: np.ndarray | N
     msg.point_step = dtype.itemsize
     msg.row_step = dtype.itemsize * width
     msg.is_dense = False
-    msg.data = cloud.tobytes()
+    msg.data = data
     return msg
 
 

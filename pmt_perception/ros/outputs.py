@@ -18,7 +18,7 @@ from stereo_msgs.msg import DisparityImage
 from pmt_perception import topics
 from pmt_perception.geometry import subsample
 from pmt_perception.labels import IGNORE_LABEL
-from pmt_perception.ros.conversions import make_disparity_image, make_pointcloud2, numpy_to_image
+from pmt_perception.ros.conversions import make_disparity_image, numpy_to_image, pointcloud2_of_disparity
 from pmt_perception.ros.qos import latched_qos
 
 __all__ = ["IGNORE_LABEL", "CLASSES_TOPIC", "OUTPUT_TOPICS", "CONFIDENCE_TOPICS", "OutputSettings",
@@ -121,9 +121,8 @@ class OutputPublishers:
     @staticmethod
     def _cloud(frame, prediction, settings: OutputSettings) -> PointCloud2:
         stride = settings.points_stride
-        points = frame.camera.points_from_disparity(
-            prediction.disparity, stride=stride, min_depth=settings.points_min_depth,
-            max_depth=settings.points_max_depth)
         labels = subsample(prediction.labels, stride=stride) if settings.points_labels else None
-        return make_pointcloud2(points, subsample(frame.left, stride=stride), labels,
-                                frame.header)
+        return pointcloud2_of_disparity(
+            frame.camera, prediction.disparity, subsample(frame.left, stride=stride), labels,
+            frame.header, stride=stride, min_depth=settings.points_min_depth,
+            max_depth=settings.points_max_depth)
