@@ -10,7 +10,7 @@ mixture has the same winner; where they disagree the winner is almost always one
 four winners. `candidate_labels` therefore blends, per output pixel, only the logits of those
 four candidate classes (4 maps instead of 19) and takes the best; the full argmax differs
 where a class that wins in none of the four cells wins the mixture: 0.09 % of the pixels of
-the shipped `edge` model on the synthetic test split and on Aloe, all on class boundaries, and
+`edge` run 11 on the synthetic test split and on Aloe, all on class boundaries, and
 no change of its synthetic refined mIoU (65.49 % through either graph, OpenVINO bf16).
 """
 from __future__ import annotations

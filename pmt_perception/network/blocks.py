@@ -211,9 +211,13 @@ def pool_image(image: torch.Tensor, scale: int) -> torch.Tensor:
     pad = (0, scale - 1, 0, scale - 1)
     ones = torch.ones(channels, 1, scale, scale, dtype=image.dtype, device=image.device)
     sums = F.conv2d(F.pad(image, pad), ones, stride=scale, groups=channels)
-    # Pixel counts from an all-ones image of the same size: constant-folded for a fixed size.
-    counts = F.conv2d(F.pad(torch.ones_like(image[:, :1]), pad), ones[:1], stride=scale)
-    return sums / counts
+    # Pixels per patch: (rows in its band) x (columns in its band), each counted along one
+    # image column / row of ones (H + W values a frame, not a full-size map).
+    column = torch.ones_like(image[:1, :1, :, :1])
+    row = torch.ones_like(image[:1, :1, :1, :])
+    rows = F.conv2d(F.pad(column, (0, 0, 0, scale - 1)), ones[:1, :, :, :1], stride=(scale, 1))
+    columns = F.conv2d(F.pad(row, (0, scale - 1)), ones[:1, :, :1, :], stride=(1, scale))
+    return sums / (rows * columns)
 
 
 class LConv(ConvBNReLU):
