@@ -15,7 +15,10 @@ the node's own defaults (config/stereo_seg.yaml: backend and precision `auto`) u
      node's /diagnostics give the stages in between (transport, queue, conversion, pre, model,
      post, handoff, publishing); the rest is the delivery of /seg to this process;
   3. throughput: sets published faster than the model can go; the node's /seg rate is
-     compared with the Predictor's.
+     compared with the Predictor's. Twice: first with a planner's subscriptions (/seg and
+     /disparity, what the two-network alternative computes too), then with all four outputs
+     subscribed (+ /seg_color and the point cloud, which the node builds only when someone
+     listens).
 All DDS traffic is shared memory only (pmt_perception.ros.env), domain 48.
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
+import itertools
 import json
 import os
 import statistics
@@ -76,7 +80,7 @@ def two_network_reference(size) -> dict:
         precisions.append("int8")
     rows = [cpu_bench.run_row_in_fresh_process(
         {"kind": "two_nets", "variant": cpu_bench.TWO_NETS, "backend": backend,
-         "precision": precision, "size": list(size), "repeats": 5}) for precision in precisions]
+         "precision": precision, "size": list(size), "repeats": 15}) for precision in precisions]
     return min(rows, key=lambda row: row["seconds"])
 
 
@@ -95,7 +99,10 @@ def node_setting(options, name: str):
 
 
 def predictor_reference(options) -> dict:
-    """Predictor alone: per-frame model and total time, as the node would run it."""
+    """Predictor alone: per-frame model and total time, and frames per second with as many
+    frames at once as the node runs (`parallel_frames`), as the node would run it."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     from pmt_perception.checkpoint import load_network
@@ -104,25 +111,37 @@ def predictor_reference(options) -> dict:
     loaded = load_network(options.checkpoint, untrained_variant="edge", untrained_seed=0)
     predictor = Predictor(loaded.model, device="cpu", precision=options.precision or "auto",
                           backend=options.backend or "auto",
-                          inference_scale=float(node_setting(options, "inference_scale")))
+                          inference_scale=float(node_setting(options, "inference_scale")),
+                          streams=int(node_setting(options, "parallel_frames")))
     image = np.random.default_rng(0).integers(0, 255, (*options.size, 3), dtype=np.uint8)
     predictor.warmup(options.size, iterations=2)
     totals, models = [], []
-    for _ in range(max(5, options.frames)):
+
+    def frame(_):
         start = time.perf_counter()
         prediction = predictor.predict(image, image)
         totals.append(time.perf_counter() - start)
         models.append(prediction.timings["model"])
+    frames = max(5, options.frames) * predictor.streams
+    start = time.perf_counter()
+    with ThreadPoolExecutor(predictor.streams) as pool:
+        list(pool.map(frame, range(frames)))
     return {"model": loaded.description, "runtime": predictor.describe(),
+            "streams": predictor.streams,
             "inference_scale": predictor.inference_scale,
             "network_size": predictor.network_size(*options.size),
             "predict_ms": 1e3 * statistics.median(totals),
             "model_ms": 1e3 * statistics.median(models),
-            "throughput_hz": 1.0 / statistics.median(totals)}
+            "throughput_hz": frames / (time.perf_counter() - start)}
+
+
+PLANNER_OUTPUTS = ("seg", "disparity")  # in the order the node publishes them
+DISPLAY_OUTPUTS = ("seg_color", "points2")
 
 
 class Bench:
-    """This process as camera and planner: four input publishers, output subscriptions."""
+    """This process as camera and planner: four input publishers, output subscriptions (a
+    planner's at first; `subscribe_display_outputs` adds the rest)."""
 
     def __init__(self, size):
         import rclpy
@@ -149,18 +168,35 @@ class Bench:
                                            ("left/camera_info", CameraInfo),
                                            ("right/camera_info", CameraInfo))]
         self.lock = threading.Condition()
-        self.received: dict[str, dict[int, int]] = {t: {} for t in ("seg", "points2", "disparity",
-                                                                    "seg_color")}
+        self.received: dict[str, dict[int, int]] = {t: {} for t in (*PLANNER_OUTPUTS,
+                                                                    *DISPLAY_OUTPUTS)}
         self.diagnostics: list[dict] = []
-        for topic, msg_type in (("seg", Image), ("seg_color", Image),
-                                ("disparity", DisparityImage), ("points2", PointCloud2)):
-            self.node.create_subscription(msg_type, topic, lambda m, t=topic: self._on(t, m),
-                                          qos_profile_sensor_data)
+        self._output_types = {"seg": Image, "disparity": DisparityImage, "seg_color": Image,
+                              "points2": PointCloud2}
+        self._qos = qos_profile_sensor_data
+        self.subscribed: list[str] = []
+        self._subscribe(PLANNER_OUTPUTS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
         self._spinner.start()
+
+    def _subscribe(self, names) -> None:
+        for topic in names:
+            self.node.create_subscription(self._output_types[topic], topic,
+                                          lambda m, t=topic: self._on(t, m), self._qos)
+        self.subscribed += names
+
+    def subscribe_display_outputs(self) -> None:
+        """Also subscribe to /seg_color and the point cloud, and publish sets until both
+        arrive (the node has matched the new subscriptions)."""
+        self._subscribe(DISPLAY_OUTPUTS)
+        for _ in range(100):
+            stamp = self.publish()
+            if self.wait(lambda stamp=stamp: all(stamp in self.received[t] for t in DISPLAY_OUTPUTS), 1.0):
+                return
+        raise RuntimeError("the node never published /seg_color and /points2 to this bench")
 
     def close(self):
         """Shut DDS down cleanly: an exiting participant that skips this leaves its
@@ -205,7 +241,9 @@ def measure_latency(bench, frames) -> list[dict]:
     for index in range(frames):
         seen = len(bench.diagnostics)
         stamp = bench.publish()
-        if not bench.wait(lambda stamp=stamp: stamp in bench.received["points2"], 180.0):
+        # The last output the node publishes for the frame: its publishing is over.
+        if not bench.wait(lambda stamp=stamp: stamp in bench.received[bench.subscribed[-1]],
+                          180.0):
             print(f"frame {index}: no output (lost?), skipped", flush=True)
             continue
         bench.wait(lambda seen=seen: any("stamp_to_seg_ms_mean" in d
@@ -226,13 +264,17 @@ def measure_latency(bench, frames) -> list[dict]:
     return results[1:]  # the first frame pays one-off allocations
 
 
-def measure_throughput(bench, seconds, rate) -> dict:
-    """Publish faster than the model; the node's /seg rate vs its own Predictor time."""
+def measure_throughput(bench, seconds, rate, streams) -> dict:
+    """Publish faster than the model; the node's /seg rate vs its own Predictor time, with
+    `streams` frames in the model at once (the node's parallel_frames)."""
     count_before, seen = len(bench.received["seg"]), len(bench.diagnostics)
     start = time.monotonic()
-    while time.monotonic() - start < seconds:
+    for index in itertools.count():   # on a fixed clock: publishing's own time is not added
+        due = start + index / rate
+        if due - start >= seconds:
+            break
+        time.sleep(max(0.0, due - time.monotonic()))
         bench.publish()
-        time.sleep(1.0 / rate)
     with bench.lock:
         arrivals = sorted(bench.received["seg"].values())[count_before:]
         periods = [d for d in bench.diagnostics[seen:] if "predict_model_ms_mean" in d]
@@ -243,8 +285,8 @@ def measure_throughput(bench, seconds, rate) -> dict:
     arrivals = arrivals[1:]  # from the first output on: the pipeline is full
     node_hz = ((len(arrivals) - 1) / ((arrivals[-1] - arrivals[0]) * 1e-9)
                if len(arrivals) >= 3 else float("nan"))
-    return {"node_hz": node_hz, "predictor_hz_in_node": 1e3 / predictor_ms,
-            "input_hz": rate, "outputs": len(arrivals) + 1}
+    return {"node_hz": node_hz, "predictor_hz_in_node": streams * 1e3 / predictor_ms,
+            "input_hz": rate, "outputs": len(arrivals) + 1, "subscribed": list(bench.subscribed)}
 
 
 def summarize(records) -> dict:
@@ -262,7 +304,15 @@ def cpu_model() -> str:
     return "unknown"
 
 
-def markdown(options, reference, median, throughput, command) -> str:
+def throughput_line(throughput, streams) -> str:
+    return (f"Throughput with {', '.join('/' + t for t in throughput['subscribed'])} subscribed, "
+            f"input at {throughput['input_hz']:.2f} Hz (faster than the model): node "
+            f"{throughput['node_hz']:.3f} Hz of /seg vs {throughput['predictor_hz_in_node']:.3f} Hz "
+            f"= {streams} frame(s) at once / (Predictor time per frame measured inside the node "
+            "in the same window).")
+
+
+def markdown(options, reference, median, throughputs, command) -> str:
     model = median.get("predict_model", float("nan"))
     rows = [("transport: stamp -> set complete in the node (2 images + 2 infos over SHM, "
              "deserialization, sync)", median.get("transport")),
@@ -282,7 +332,7 @@ def markdown(options, reference, median, throughput, command) -> str:
              f"Model: {reference['model']}, {reference['runtime']}, "
              f"{options.size[0]}x{options.size[1]} in and out, the network at "
              f"{reference['network_size'][0]}x{reference['network_size'][1]} (inference_scale "
-             f"{reference['inference_scale']:g}), all four outputs subscribed"
+             f"{reference['inference_scale']:g}); latency with a planner's subscriptions (/seg, /disparity)"
              + (f"; node parameters {', '.join(options.node_param)}" if options.node_param else "")
              + ".", "",
              "| stage (median over frames) | ms |", "|---|---:|"]
@@ -293,13 +343,11 @@ def markdown(options, reference, median, throughput, command) -> str:
               f"{median['e2e_minus_model']:.1f} |",
               f"| end to end minus Predictor time (pre + model + post) | "
               f"{median['e2e_minus_predictor']:.1f} |",
-              "", f"Throughput with input at {throughput['input_hz']:.2f} Hz (faster than the "
-              f"model): node {throughput['node_hz']:.3f} Hz of /seg vs "
-              f"{throughput['predictor_hz_in_node']:.3f} Hz "
-              "= 1 / (Predictor time per frame measured inside the node in the same window). "
-              f"Predictor alone in the bench process before the node started: "
-              f"{reference['throughput_hz']:.3f} Hz ({reference['predict_ms']:.0f} ms a frame, "
-              f"model forward {reference['model_ms']:.0f} ms).", ""]
+              "", *(throughput_line(t, reference["streams"]) + "  " for t in throughputs),
+              f"Predictor alone in the bench process before the node started, "
+              f"{reference['streams']} frame(s) at once: {reference['throughput_hz']:.3f} Hz "
+              f"({reference['predict_ms']:.0f} ms a frame, model forward "
+              f"{reference['model_ms']:.0f} ms).", ""]
     return "\n".join(lines)
 
 
@@ -343,23 +391,32 @@ def main(argv=None) -> int:
         median = summarize(measure_latency(bench, options.frames))
         # Twice what the node's Predictor managed during the latency phase: input outpaces it.
         predictor_ms = median["e2e_seg"] - median["e2e_minus_predictor"]
-        rate = min(30.0, 2.0 * 1e3 / predictor_ms)
-        throughput = measure_throughput(bench, options.throughput_seconds, rate)
+        rate = min(30.0, 2.0 * 1e3 * reference["streams"] / predictor_ms)
+        streams = reference["streams"]
+        throughputs = [measure_throughput(bench, options.throughput_seconds, rate, streams)]
+        bench.subscribe_display_outputs()
+        throughputs.append(measure_throughput(bench, options.throughput_seconds, rate, streams))
     finally:
         stop_process(node)
         if bench is not None:
             bench.close()
+    for throughput in throughputs:
+        throughput["node_hz_x_two_network_s_per_frame"] = throughput["node_hz"] * two_nets["seconds"]
+    throughput = throughputs[0]
     result = {"reference": reference, "median_ms": median, "throughput": throughput,
+              "throughput_all_outputs": throughputs[1],
               "two_networks": two_nets, "two_networks_at_network_size": two_nets_at_network_size,
               "node_hz_x_two_network_s_per_frame": throughput["node_hz"] * two_nets["seconds"],
               "size": options.size, "date": datetime.date.today().isoformat()}
     print(json.dumps(result, indent=2))
     if options.markdown:
-        print(markdown(options, reference, median, throughput, command))
+        print(markdown(options, reference, median, throughputs, command))
         print(f"Two-network alternative on this machine in the same run (LR-ASPP MobileNetV3-Large "
               f"+ OpenCV SGBM, {two_nets['runtime']}): {two_nets['seconds']:.3f} s/frame; node Hz x "
-              f"that = {result['node_hz_x_two_network_s_per_frame']:.2f} (>= 1: the node is as "
-              "fast as the two networks).")
+              f"that = {throughputs[0]['node_hz_x_two_network_s_per_frame']:.2f} with a planner's "
+              f"subscriptions (>= 1: the node is as fast as the two networks, which compute the "
+              f"same two outputs), {throughputs[1]['node_hz_x_two_network_s_per_frame']:.2f} with "
+              "all four outputs subscribed.")
         if two_nets_at_network_size is not None:
             print(f"The two networks on the node's network size {network_size[0]}x{network_size[1]} "
                   f"instead: {two_nets_at_network_size['seconds']:.3f} s/frame; node Hz x that = "

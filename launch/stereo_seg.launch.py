@@ -3,6 +3,7 @@
     ros2 launch pmt_perception stereo_seg.launch.py
     ros2 launch pmt_perception stereo_seg.launch.py start_source:=true
     ros2 launch pmt_perception stereo_seg.launch.py inference_scale:=0.6667   # faster, coarser
+    ros2 launch pmt_perception stereo_seg.launch.py parallel_frames:=1   # least latency a frame
     ros2 launch pmt_perception stereo_seg.launch.py namespace:=front checkpoint:=/models/pmt.pt \
         left_image:=/front/left/image_rect_color right_image:=/front/right/image_rect_color
 
@@ -26,10 +27,11 @@ NODE_PARAMETER_ARGUMENTS = {
     "precision": "precision",
     "backend": "backend",
     "inference_scale": "inference_scale",
+    "parallel_frames": "parallel_frames",
 }
 # Node parameters that are numbers: a launch argument is text, and a parameter declared as a
-# double refuses a string override.
-FLOAT_PARAMETERS = {"inference_scale"}
+# number refuses a string override.
+NUMBER_PARAMETERS = {"inference_scale": float, "parallel_frames": int}
 # launch argument -> the node's input / output topic it remaps when not empty
 REMAP_ARGUMENTS = {
     "left_image": topics.LEFT_IMAGE,
@@ -51,6 +53,8 @@ ARGUMENTS = {
     "backend": "eager, compile, onnxruntime or openvino (empty: the YAML's)",
     "inference_scale": "Run the network on the pair resized by this factor, outputs at the "
                        "input's size, e.g. 0.6667 (empty: the YAML's)",
+    "parallel_frames": "Frames in the model at once: 2 more frames/s, 1 least latency a frame "
+                       "(empty: the YAML's)",
     "namespace": "Namespace of the nodes and (relative) topics",
     "use_sim_time": "true to follow /clock (empty: ROS's default, false)",
     "start_source": "true to also start the synthetic stereo_source",
@@ -73,7 +77,7 @@ def _launch_nodes(context):
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
-    overrides = {parameter: float(arg(name)) if parameter in FLOAT_PARAMETERS else arg(name)
+    overrides = {parameter: NUMBER_PARAMETERS.get(parameter, str)(arg(name))
                  for name, parameter in NODE_PARAMETER_ARGUMENTS.items() if arg(name)}
     time_source = {"use_sim_time": _is_true(arg("use_sim_time"))} if arg("use_sim_time") else {}
     remappings = [(topic, arg(name)) for name, topic in REMAP_ARGUMENTS.items() if arg(name)]

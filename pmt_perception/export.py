@@ -13,7 +13,9 @@ import copy
 import io
 import json
 import os
+import queue
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -174,7 +176,16 @@ class OpenVinoModel:
     """An exported model run by OpenVINO's CPU plugin, fp32 or bf16 (its inference precision
     hint; bf16 only pays on CPUs with avx512_bf16 / AMX). OpenVINO is fastest on static
     shapes, so one graph is compiled per input size (the first frame of a size pays for it;
-    the latest `MAX_SIZES` stay compiled)."""
+    the latest `MAX_SIZES` stay compiled).
+
+    `streams`: how many calls may run at once, from different threads. A call that starts
+    while no other runs gets every thread (the latency graph); one that starts while another
+    runs goes to a second compile of the graph whose threads are split into `streams` streams
+    (one infer request each). So a lone frame is as fast as with one stream, and when frames
+    keep coming faster than the model (two in flight most of the time), they run side by side
+    on one thread each: no thread then waits for another at every layer, which on a loaded
+    2-core CPU gives more frames a second (docs/performance.md).
+    """
 
     MAX_SIZES = 4
     # `labels_and_disparity` compiles a lean copy of the graph: the coarse logits' full-size
@@ -183,43 +194,89 @@ class OpenVinoModel:
     LEAN = "lean"
     LEAN_U8 = "lean_u8"   # the lean graph taking uint8 images (labels_and_disparity_u8)
 
-    def __init__(self, source: str | os.PathLike | bytes, *, precision: str = "fp32") -> None:
+    def __init__(self, source: str | os.PathLike | bytes, *, precision: str = "fp32",
+                 streams: int = 1) -> None:
         import openvino as ov
 
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"OpenVINO runs fp32 or bf16, got {precision!r}")
+        threads = torch.get_num_threads()
+        if not 1 <= streams <= threads:
+            raise ValueError(f"streams must be 1..{threads} (the threads OpenVINO gets: "
+                             f"torch.get_num_threads()), got {streams}")
         data, self.metadata, self.config = read_onnx_metadata(source)
         self.core = ov.Core()
         self.network = self.core.read_model(io.BytesIO(data))
+        self.streams = streams
         self.properties = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                           "PERFORMANCE_HINT": "LATENCY",
-                           "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-        self._compiled: dict[tuple[int, ...], tuple] = {}
+                           "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+        # size key -> (compiled model, its idle infer requests): the latency graph (one
+        # request, every thread) and, with streams > 1, the side-by-side graph.
+        self._compiled: dict[tuple, tuple] = {}
+        self._compiled_streams: dict[tuple, tuple] = {}
+        self._compile_lock = threading.Lock()
+        self._running = 0                  # calls inside `_run` now
+        self._running_lock = threading.Lock()
         self.device = torch.device("cpu")
 
-    def _request(self, shape: tuple[int, ...], lean: bool = False, u8: bool = False):
-        """`shape` B x 3 x H x W; `u8`: the inputs are B x H x W x 3 uint8 (u8_image_inputs)."""
+    def _request(self, shape: tuple[int, ...], lean: bool = False, u8: bool = False, *,
+                 side_by_side: bool = False):
+        """(compiled graph, queue of its idle infer requests) for B x 3 x H x W `shape`; `u8`:
+        the inputs are B x H x W x 3 uint8 (u8_image_inputs). A new size compiles the latency
+        graph and, with streams > 1, the side-by-side one too (no frame waits for it later)."""
         key = (*shape, self.LEAN_U8 if u8 else self.LEAN) if lean else shape
-        if key not in self._compiled:
-            if len(self._compiled) >= self.MAX_SIZES:
-                self._compiled.pop(next(iter(self._compiled)))
-            network = self.network.clone()
-            network.reshape({"left": list(shape), "right": list(shape)})
-            if lean:
-                network = argmax_in_graph(network, "refined_logits", "labels",
-                                          drop=("coarse_logits", "refined_logits"))
-            if u8:
-                network = u8_image_inputs(network, ("left", "right"))
-            compiled = self.core.compile_model(network, "CPU", self.properties)
-            self._compiled[key] = (compiled, compiled.create_infer_request())
-        return self._compiled[key]
+        with self._compile_lock:  # one compilation per size, however many threads call
+            if key not in self._compiled:
+                if len(self._compiled) >= self.MAX_SIZES:
+                    oldest = next(iter(self._compiled))
+                    self._compiled.pop(oldest)
+                    self._compiled_streams.pop(oldest, None)
+                network = self.network.clone()
+                network.reshape({"left": list(shape), "right": list(shape)})
+                if lean:
+                    network = argmax_in_graph(network, "refined_logits", "labels",
+                                              drop=("coarse_logits", "refined_logits"))
+                if u8:
+                    network = u8_image_inputs(network, ("left", "right"))
+                self._compiled[key] = self._compile(network, self.properties, requests=1)
+                if self.streams > 1:
+                    self._compiled_streams[key] = self._compile(
+                        network, {**self.properties, "NUM_STREAMS": self.streams},
+                        requests=self.streams)
+            return (self._compiled_streams if side_by_side else self._compiled)[key]
+
+    def _compile(self, network, properties: dict, requests: int) -> tuple:
+        compiled = self.core.compile_model(network, "CPU", properties)
+        idle = queue.SimpleQueue()
+        for _ in range(requests):
+            idle.put(compiled.create_infer_request())
+        return compiled, idle
+
+    def _run(self, key_shape: tuple[int, ...], inputs: dict, names: tuple[str, ...], *,
+             lean: bool, u8: bool = False) -> list[np.ndarray]:
+        """One inference on an idle infer request (a request serves one call at a time): the
+        latency graph's when no other call runs, else (streams > 1) a side-by-side one."""
+        with self._running_lock:
+            side_by_side = self.streams > 1 and self._running > 0
+            self._running += 1
+        try:
+            compiled, idle = self._request(key_shape, lean, u8, side_by_side=side_by_side)
+            request = idle.get()
+            try:
+                # infer() copies the outputs out of the request's buffers (its next call reuses them).
+                results = request.infer(inputs)
+            finally:
+                idle.put(request)
+        finally:
+            with self._running_lock:
+                self._running -= 1
+        return [results[compiled.output(name)] for name in names]
 
     def _infer(self, left: torch.Tensor, right: torch.Tensor, names: tuple[str, ...], lean: bool):
-        compiled, request = self._request(tuple(left.shape), lean)
-        # infer() copies the outputs out of OpenVINO's buffers (the next call reuses them).
-        results = request.infer({"left": left.float().contiguous().cpu().numpy(),
-                                 "right": right.float().contiguous().cpu().numpy()})
-        return [torch.from_numpy(results[compiled.output(name)]) for name in names]
+        arrays = self._run(tuple(left.shape), {"left": left.float().contiguous().cpu().numpy(),
+                                               "right": right.float().contiguous().cpu().numpy()},
+                           names, lean=lean)
+        return [torch.from_numpy(array) for array in arrays]
 
     def __call__(self, left: torch.Tensor, right: torch.Tensor) -> PMTOutput:
         return PMTOutput(*self._infer(left, right, OUTPUT_NAMES, lean=False))
@@ -235,9 +292,9 @@ class OpenVinoModel:
         graph; numpy in and out, no torch op between frames. Returns B x 1 x H x W int32
         labels and float32 disparity (copies: the next call reuses OpenVINO's buffers)."""
         b, h, w, _ = left.shape
-        compiled, request = self._request((b, 3, h, w), lean=True, u8=True)
-        results = request.infer({"left": left, "right": right})
-        return results[compiled.output("labels")], results[compiled.output("disparity")]
+        labels, disparity = self._run((b, 3, h, w), {"left": left, "right": right},
+                                      ("labels", "disparity"), lean=True, u8=True)
+        return labels, disparity
 
     def to(self, *_args, **_kwargs) -> "OpenVinoModel":
         return self

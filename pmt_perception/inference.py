@@ -64,15 +64,16 @@ def onnx_export_of(model: torch.nn.Module, *, fold_bn: bool) -> bytes:
     return data
 
 
-def runtime_model(backend: str, source, *, precision: str, device: torch.device):
+def runtime_model(backend: str, source, *, precision: str, device: torch.device, streams: int = 1):
     """The ONNX backends' runner for an .onnx file or serialized ONNX bytes."""
     if backend == "onnxruntime":
         return OnnxRuntimeModel(source, device=device)
-    return OpenVinoModel(source, precision=precision)
+    return OpenVinoModel(source, precision=precision, streams=streams)
 
 
 class Predictor:
-    """Runs one PMT model; `predict` is thread-safe (one model, one lock).
+    """Runs one PMT model; `predict` is thread-safe: `streams` calls run at once (OpenVINO),
+    one at a time on the other backends.
 
     `source` is a checkpoint (.pt), an exported ONNX file (.onnx, run by ONNX Runtime or
     OpenVINO), or a PMTNet instance.
@@ -81,13 +82,15 @@ class Predictor:
     def __init__(self, source: Union[str, os.PathLike, PMTNet], *, device: str = "auto",
                  precision: str = "fp32", backend: Optional[str] = None,
                  channels_last: bool = True, compile: bool = False, fold_bn: bool = True,
-                 inference_scale: float = 1.0,
+                 inference_scale: float = 1.0, streams: int = 1,
                  class_names: Optional[list[str]] = None, palette=None) -> None:
         """`backend`: auto | eager | compile | onnxruntime | openvino; None = eager for a
         checkpoint or model, onnxruntime for an .onnx file. `precision`: auto | fp32 | bf16 |
         fp16. `compile=True` is the older spelling of backend="compile". `inference_scale`:
         the network runs on the pair resized by this factor (see `network_size`); outputs come
-        back at the input's size."""
+        back at the input's size. `streams`: frames OpenVINO may run at once, from as many
+        calling threads, each on its share of the threads (OpenVinoModel); other backends
+        run one frame at a time and ignore it."""
         if not 0.0 < inference_scale <= MAX_INFERENCE_SCALE:
             raise ValueError(f"inference_scale must be in (0, {MAX_INFERENCE_SCALE}], "
                              f"got {inference_scale}")
@@ -103,9 +106,14 @@ class Predictor:
         self.requested = (backend, precision)
         self.backend, self.precision = resolve_runtime(backend, precision, self.device,
                                                        onnx_file=onnx_file)
+        if streams < 1:
+            raise ValueError(f"streams must be >= 1, got {streams}")
+        # more streams than threads would leave a stream without a thread
+        self.streams = min(streams, torch.get_num_threads()) if self.backend == "openvino" else 1
         self.payload = {}
         if onnx_file:
-            model = runtime_model(self.backend, source, precision=self.precision, device=self.device)
+            model = runtime_model(self.backend, source, precision=self.precision, device=self.device,
+                                  streams=self.streams)
             self.payload = model.metadata
         elif isinstance(source, (str, os.PathLike)):
             model, self.payload = load_model(source)
@@ -127,7 +135,8 @@ class Predictor:
             model = model.eval()
             if not torch_backend:  # exported in memory; no PyTorch copy is kept
                 model = runtime_model(self.backend, onnx_export_of(model, fold_bn=fold_bn),
-                                      precision=self.precision, device=self.device)
+                                      precision=self.precision, device=self.device,
+                                      streams=self.streams)
             else:
                 if fold_bn:  # exact in eval mode; works on a copy, the caller's model is untouched
                     model, _ = fold_batchnorm(model)
@@ -137,7 +146,8 @@ class Predictor:
         self.model = model
         self.compiled = self.backend == "compile"
         self._forward = torch.compile(model, **compile_options(self.device)) if self.compiled else model
-        self._lock = threading.Lock()
+        # As many predict() calls at once as the runtime has streams (1: a plain lock).
+        self._slots = threading.BoundedSemaphore(self.streams)
         self._sizes_run: set[tuple[int, ...]] = set()
         self.warmup_seconds: Optional[float] = None
         LOG.info("Predictor: %s", self.describe())
@@ -147,6 +157,8 @@ class Predictor:
         # An int8 (QDQ) export runs with float inputs and outputs: its precision is the file's.
         precision = "int8" if self.payload.get("quantization") else self.precision
         text = f"{self.backend} {precision} on {self.device}"
+        if self.streams > 1:
+            text += f", {self.streams} streams"
         if self.requested != (self.backend, self.precision):
             text += f" (asked {self.requested[0]}/{self.requested[1]})"
         return text
@@ -170,7 +182,7 @@ class Predictor:
         """`left`, `right`: H x W x 3 uint8 RGB (numpy or torch, any device), or float
         3 x H x W tensors in [0, 1]. Returns numpy arrays of the input's H x W (the attention
         maps of `extras` stay at the network's H/4)."""
-        with self._lock, torch.inference_mode():
+        with self._slots, torch.inference_mode():
             if not (confidence or extras) and self._fits_u8_graph(left, right):
                 return self._predict_in_u8_graph(left, right)
             t0 = time.perf_counter()

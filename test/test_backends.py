@@ -7,6 +7,9 @@ Parity tolerances (tiny random-init models, random images; stated once here):
   <= 0.25 px (bf16 keeps 8 bits of mantissa: logits near a tie may flip).
 """
 import importlib.util
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ import torch
 
 from pmt_perception import inference, runtime
 from pmt_perception.config import config_dir, load_model_config
-from pmt_perception.export import export_onnx
+from pmt_perception.export import OpenVinoModel, export_onnx
 from pmt_perception.inference import Predictor
 from pmt_perception.network import build_model
 from pmt_perception.runtime import cpu_flags, cpu_has_native_bf16, resolve_runtime
@@ -202,6 +205,69 @@ def test_openvino_lean_graph_gives_the_full_graphs_labels_and_disparity(case):
         assert len(names) == 2 and "labels" in names[0] | names[1] and "disparity" in names[0] | names[1]
     u8_graph = next(c for k, (c, _) in model._compiled.items() if k[-1] == model.LEAN_U8)
     assert [str(i.get_element_type()) for i in u8_graph.inputs] == ["<Type: 'uint8_t'>"] * 2
+
+
+def test_openvino_streams_run_frames_side_by_side_with_the_same_answers(case):
+    """streams=2: two threads predict at once (each on its own infer request of one compiled
+    graph) and every frame gets what one stream gives it."""
+    pytest.importorskip("openvino")
+    variant, _, path, _ = case
+    if variant != "edge":
+        pytest.skip("one variant is enough: the streams are the runtime's, not the graph's")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)   # OpenVINO gets torch's thread count; two streams need two
+    try:
+        check_two_streams(path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_two_streams(path):
+    pairs = [random_pair(seed) for seed in range(4)]
+    single = Predictor(path, device="cpu", backend="openvino", precision="fp32")
+    expected = [single.predict(*pair) for pair in pairs]
+    predictor = Predictor(path, device="cpu", backend="openvino", precision="fp32", streams=2)
+    assert predictor.streams == 2 and "2 streams" in predictor.describe()
+    inside, most_inside, lock = [0], [0], threading.Lock()
+    model_call = predictor.model.labels_and_disparity_u8
+
+    def counted(*args):   # how many frames are inside OpenVINO at once
+        with lock:
+            inside[0] += 1
+            most_inside[0] = max(most_inside[0], inside[0])
+        try:
+            time.sleep(0.05)   # long enough for the other thread to come in
+            return model_call(*args)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    graphs_used, request = set(), predictor.model._request
+
+    def recorded(*args, side_by_side=False):
+        graphs_used.add("streams" if side_by_side else "latency")
+        return request(*args, side_by_side=side_by_side)
+
+    predictor.model.labels_and_disparity_u8, predictor.model._request = counted, recorded
+    with ThreadPoolExecutor(2) as pool:
+        outputs = list(pool.map(lambda pair: predictor.predict(*pair), pairs * 2))
+    # A frame that found the other running took a stream; the first (alone) every thread.
+    assert most_inside[0] == 2 and graphs_used == {"latency", "streams"}
+    for out, reference in zip(outputs, expected * 2):
+        assert np.array_equal(out.labels, reference.labels)
+        assert np.abs(out.disparity - reference.disparity).max() <= 1e-5
+
+
+def test_streams_are_refused_or_capped_where_they_cannot_run(case):
+    pytest.importorskip("openvino")
+    _, model, path, _ = case
+    assert Predictor(model, device="cpu", backend="eager", streams=2).streams == 1   # one at a time
+    capped = Predictor(path, device="cpu", backend="openvino", streams=64)
+    assert capped.streams == torch.get_num_threads()
+    with pytest.raises(ValueError, match="streams must be >= 1"):
+        Predictor(path, device="cpu", backend="openvino", streams=0)
+    with pytest.raises(ValueError, match="streams must be 1.."):
+        OpenVinoModel(path, streams=torch.get_num_threads() + 1)
 
 
 def test_eager_bf16_matches_fp32_eager(case):

@@ -14,7 +14,7 @@ from pmt_perception.ros.inputs import CameraCache, InputProblem, decode_stereo_s
 from pmt_perception.ros.outputs import OUTPUT_TOPICS
 from pmt_perception.ros.params import PARAMETER_SPECS, check_value, load_defaults
 from pmt_perception.ros.stereo_source import SOURCE_PARAMETER_SPECS, CameraModel, camera_infos, encode
-from pmt_perception.ros.worker import FramePipeline, LatestSlot, SlotClosed
+from pmt_perception.ros.worker import FramePipeline, InOrderResults, LatestSlot, SlotClosed
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "node.md"
 
@@ -99,6 +99,82 @@ def test_pipeline_drops_old_inputs_while_the_model_is_busy_and_loses_no_result()
     assert pipeline.stop()
     assert published == [0, 5, 8] and pipeline.dropped == 4
     assert errors == [("process", "bad frame")]
+
+
+def test_in_order_results_hold_newer_frames_back_until_older_ones_leave_the_model():
+    results = InOrderResults(capacity=2)
+    taken = []
+    publisher = threading.Thread(target=lambda: taken.extend(results.take() for _ in range(3)))
+    publisher.start()
+    for number in (5, 6, 7):
+        results.started(number)
+    results.finished(7, "seven")
+    results.finished(6, "six")
+    time.sleep(0.1)
+    assert taken == []                   # frame 5 is still in the model
+    results.finished(5, has_result=False)   # an unusable set: nothing to publish, no wait
+    deadline = time.monotonic() + 2
+    while len(taken) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert taken == [(6, "six"), (7, "seven")]
+    results.started(8)
+    results.finished(8, "eight")
+    publisher.join(2)
+    assert taken == [(6, "six"), (7, "seven"), (8, "eight")]
+    results.finished(4, "four")          # older than one handed out: counted, never handed out
+    assert results.late == 1
+    results.close()
+    with pytest.raises(SlotClosed):
+        results.take()
+
+
+def test_in_order_results_block_a_newer_result_when_full_but_never_the_oldest():
+    results = InOrderResults(capacity=1)
+    for number in (1, 2, 3):
+        results.started(number)
+    results.finished(2, "two")
+    blocked = threading.Thread(target=results.finished, args=(3, "three"))
+    blocked.start()
+    time.sleep(0.1)
+    assert blocked.is_alive()            # full, and 3 is newer than what waits
+    results.finished(1, "one")           # the oldest always gets in (else nothing could leave)
+    assert [results.take(), results.take()] == [(1, "one"), (2, "two")]
+    blocked.join(2)
+    assert not blocked.is_alive() and results.take() == (3, "three")
+
+
+def test_pipeline_with_two_model_workers_runs_two_frames_at_once_and_publishes_in_order():
+    both_started = threading.Barrier(2, timeout=5)
+    one_finished = threading.Event()
+    published, seen_when_zero_finished = [], []
+
+    def process(item):
+        if item in (0, 1):
+            both_started.wait()          # fails unless the two frames run at once
+        if item == 1:
+            one_finished.set()
+        if item == 0:                    # frame 0 finishes after frame 1
+            one_finished.wait(5)
+            time.sleep(0.1)
+            seen_when_zero_finished.extend(published)
+        return item
+
+    pipeline = FramePipeline(process=process, publish=published.append, model_workers=2,
+                             on_error=lambda stage, error: pytest.fail(f"{stage}: {error}"))
+    pipeline.start()
+    pipeline.submit(0)
+    time.sleep(0.1)
+    pipeline.submit(1)
+    deadline = time.monotonic() + 5
+    for item in (1, 2, 3):
+        if item > 1:
+            pipeline.submit(item)
+        while published[-1:] != [item] and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert pipeline.stop()
+    # Frame 1 waited for frame 0 instead of going out first: order kept, nothing wasted.
+    assert seen_when_zero_finished == [] and published == [0, 1, 2, 3]
+    assert pipeline.late == 0 and pipeline.dropped == 0
 
 
 # ----------------------------------------------------------------------------- inputs

@@ -95,9 +95,10 @@ class OnlineAdaptation:
     def offer(self, left: np.ndarray, right: np.ndarray) -> bool:
         """Called by the node for every synchronized pair (H x W x 3 uint8 RGB); never blocks on
         a step. Returns True when the pair was queued for adaptation."""
-        self.stats.offered += 1
-        if self.stats.offered % self.every_n:
-            return False
+        with self._condition:   # several model workers may offer at once
+            self.stats.offered += 1
+            if self.stats.offered % self.every_n:
+                return False
         pair = (np.array(left, copy=True), np.array(right, copy=True))
         with self._condition:
             if self._mailbox is not None:

@@ -146,7 +146,8 @@ class StereoSegNode(OnlineAdaptationHooks, NodeMonitoring, LifecycleNode):
         synchronizer.register_callback(self._on_synchronized)
         self._sync_backend = synchronizer.backend
         self._pipeline = FramePipeline(process=self._process, publish=self._publish,
-                                       on_error=self._on_worker_error, name=self.get_name())
+                                       on_error=self._on_worker_error, name=self.get_name(),
+                                       model_workers=self.predictor.streams)
         self._pipeline.start()
         if values["adapt"]:
             self._start_adaptation(values)
@@ -194,7 +195,8 @@ class StereoSegNode(OnlineAdaptationHooks, NodeMonitoring, LifecycleNode):
             model if model is not None else self._loaded.model, device=values["device"],
             precision=values["precision"], channels_last=values["channels_last"],
             compile=values["compile"], backend=values["backend"],
-            inference_scale=values["inference_scale"], class_names=self._loaded.class_names,
+            inference_scale=values["inference_scale"], streams=values["parallel_frames"],
+            class_names=self._loaded.class_names,
             palette=self._loaded.palette)
 
     def _release_model(self, keep_weights: bool = False) -> None:

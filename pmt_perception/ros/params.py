@@ -57,6 +57,10 @@ PARAMETER_SPECS: dict[str, ParameterSpec] = {
                           "rounded to multiples of 32); outputs come back at the input's size, "
                           "disparity in its pixels. < 1 trades detail for frame rate "
                           "(docs/performance.md).", minimum=0.1, maximum=4.0),
+    "parallel_frames": _S("Frames the model runs at once, each on its share of the CPU threads "
+                          "(OpenVINO streams; other backends run one at a time). 2: more frames/s "
+                          "when input outpaces the model on a CPU, each frame slower; 1: the "
+                          "lowest latency a frame (docs/performance.md).", minimum=1, maximum=64),
     "compile": _S("torch.compile the model (slow first frame, faster after)."),
     "warmup_size": _S("[H, W] of dummy frames run on configure; 0 skips the warm-up."),
     "approximate_sync": _S("Pair inputs whose stamps differ by up to sync_slop instead of "
