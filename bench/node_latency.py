@@ -137,13 +137,18 @@ def predictor_reference(options) -> dict:
 
 PLANNER_OUTPUTS = ("seg", "disparity")  # in the order the node publishes them
 DISPLAY_OUTPUTS = ("seg_color", "points2")
+# output -> the node parameter that switches it on
+OUTPUT_SWITCHES = {"seg": "publish_seg", "disparity": "publish_disparity",
+                   "seg_color": "publish_seg_color", "points2": "publish_points"}
 
 
 class Bench:
     """This process as camera and planner: four input publishers, output subscriptions (a
     planner's at first; `subscribe_display_outputs` adds the rest)."""
 
-    def __init__(self, size):
+    def __init__(self, size, switched_on):
+        """`switched_on`: the outputs the node publishes (its publish_* parameters); the bench
+        subscribes to and waits for those only."""
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
@@ -175,6 +180,7 @@ class Bench:
                               "points2": PointCloud2}
         self._qos = qos_profile_sensor_data
         self.subscribed: list[str] = []
+        self._switched_on = switched_on
         self._subscribe(PLANNER_OUTPUTS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.executor = SingleThreadedExecutor()
@@ -183,6 +189,7 @@ class Bench:
         self._spinner.start()
 
     def _subscribe(self, names) -> None:
+        names = [topic for topic in names if topic in self._switched_on]
         for topic in names:
             self.node.create_subscription(self._output_types[topic], topic,
                                           lambda m, t=topic: self._on(t, m), self._qos)
@@ -192,9 +199,10 @@ class Bench:
         """Also subscribe to /seg_color and the point cloud, and publish sets until both
         arrive (the node has matched the new subscriptions)."""
         self._subscribe(DISPLAY_OUTPUTS)
+        expected = [topic for topic in DISPLAY_OUTPUTS if topic in self._switched_on]
         for _ in range(100):
             stamp = self.publish()
-            if self.wait(lambda stamp=stamp: all(stamp in self.received[t] for t in DISPLAY_OUTPUTS), 1.0):
+            if self.wait(lambda stamp=stamp: all(stamp in self.received[t] for t in expected), 1.0):
                 return
         raise RuntimeError("the node never published /seg_color and /points2 to this bench")
 
@@ -371,6 +379,11 @@ def main(argv=None) -> int:
         print(f"Two-network alternative at the network's {network_size}...", flush=True)
         two_nets_at_network_size = two_network_reference(network_size)
         print(json.dumps(two_nets_at_network_size), flush=True)
+    switched_on = {topic for topic, switch in OUTPUT_SWITCHES.items()
+                   if node_setting(options, switch)}
+    if "seg" not in switched_on:
+        print("publish_seg is off: there is no /seg to time")
+        return 1
     params = [f"warmup_size:=[{options.size[0]},{options.size[1]}]", "diagnostics_period:=0.2"]
     params += [f"{name}:={value}" for name, value in (("precision", options.precision),
                                                       ("backend", options.backend)) if value]
@@ -382,7 +395,7 @@ def main(argv=None) -> int:
         ros_arguments=[a for p in params for a in ("-p", p)])
     bench = None
     try:
-        bench = Bench(options.size)
+        bench = Bench(options.size, switched_on)
         if not bench.wait(lambda: any(d.get("state") == "active" for d in bench.diagnostics), 300):
             print("node did not become active:\n" + read_log(workdir / "node.log"))
             return 1
