@@ -106,9 +106,9 @@ def run_graph(options) -> int:
           f"domain {options.domain_id}")
     print(f"model: {describe_model(options.checkpoint)}")
     if options.size == DEFAULT_SIZE:
-        print("size: 256x320, the smallest input the default `fast` variant takes unpadded (its "
-              "SPP windows need 256 px); when the camera outruns the model, old pairs are dropped "
-              "(counted below)")
+        print("size: 256x320, a small pair every variant takes unpadded (`fast`'s SPP windows "
+              "need 256 px; the shipped `edge` takes 128); when the camera outruns the model, old "
+              "pairs are dropped (counted below)")
     sys.stdout.flush()
     workdir = Path(tempfile.mkdtemp(prefix="pmt_demo_"))
     env = dds_environment(domain_id=options.domain_id, log_dir=workdir / "ros_logs")
