@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_model, unwrap
-from .export import OnnxRuntimeModel, OpenVinoModel, export_onnx_bytes
+from .export import export_onnx_bytes
 from .frames import ImageLike, crop_lean_outputs, photometric_confidence, resize_image, resize_map
 from .network import PMTNet, to_channels_last
 from .network.batchnorm_folding import fold_batchnorm
+from .onnx_runners import OnnxRuntimeModel, OpenVinoModel
 from .runtime import PRECISIONS, compile_options, resolve_device, resolve_runtime
 
 LOG = logging.getLogger(__name__)

@@ -18,9 +18,10 @@ import torch
 
 from pmt_perception import inference, runtime
 from pmt_perception.config import config_dir, load_model_config
-from pmt_perception.export import OpenVinoModel, export_onnx
+from pmt_perception.export import export_onnx
 from pmt_perception.inference import Predictor
 from pmt_perception.network import build_model
+from pmt_perception.onnx_runners import OpenVinoModel
 from pmt_perception.runtime import cpu_flags, cpu_has_native_bf16, resolve_runtime
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

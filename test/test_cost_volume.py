@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from pmt_perception.config import load_loss_config, load_model_config
-from pmt_perception.export import OnnxRuntimeModel, export_onnx, onnx_parity
+from pmt_perception.export import export_onnx, onnx_parity
 from pmt_perception.losses import PMTLoss, disparity_distribution_loss, downsample_disparity
 from pmt_perception.network import build_model, count_parameters, to_channels_last
 from pmt_perception.network.cost_volume import FactorizedConv3d, groupwise_correlation_volume, soft_argmin
+from pmt_perception.onnx_runners import OnnxRuntimeModel
 
 # Small-input edge: SPP windows shrunk so 64-px inputs are legal; 32 px of disparity range.
 TINY_EDGE = dict(spp_f1_windows=(8, 4), spp_f2_windows=(4, 2), max_disparity=32)

@@ -112,7 +112,7 @@ def test_in_order_results_hold_newer_frames_back_until_older_ones_leave_the_mode
     results.finished(6, "six")
     time.sleep(0.1)
     assert taken == []                   # frame 5 is still in the model
-    results.finished(5, has_result=False)   # an unusable set: nothing to publish, no wait
+    results.finished(5)                  # an unusable set: nothing to publish, no wait
     deadline = time.monotonic() + 2
     while len(taken) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -8,9 +8,10 @@ import torch
 
 from pmt_perception.checkpoint import save_checkpoint
 from pmt_perception.config import load_model_config
-from pmt_perception.export import OnnxRuntimeModel, export_onnx_bytes, main as export_main
+from pmt_perception.export import export_onnx_bytes, main as export_main
 from pmt_perception.inference import Predictor
 from pmt_perception.network import build_model
+from pmt_perception.onnx_runners import OnnxRuntimeModel
 from pmt_perception.quantize import DEFAULT_KEEP_FLOAT, calibration_pairs, quantize_onnx, to_feed
 
 pytest.importorskip("nncf")

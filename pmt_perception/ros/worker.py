@@ -88,12 +88,12 @@ class InOrderResults:
         with self._condition:
             self._running.add(number)
 
-    def finished(self, number: int, result: Any = None, *, has_result: bool = True) -> None:
-        """Frame `number` left its model worker, with `result` unless `has_result` is False.
+    def finished(self, number: int, result: Any = None) -> None:
+        """Frame `number` left its model worker with `result` (None: nothing to publish).
         Raises SlotClosed once closed."""
         with self._condition:
             try:
-                if not has_result:
+                if result is None:
                     return
                 if number < self._last_taken:
                     self.late += 1
@@ -204,7 +204,7 @@ class FramePipeline:
             except Exception as error:  # noqa: BLE001 - the node must survive any bad frame
                 self._on_error("process", error)
             try:
-                self._results.finished(number, result, has_result=result is not None)
+                self._results.finished(number, result)
             except SlotClosed:
                 return
 
