@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # The graph of `edge` run 7 (models/README.md), whatever config/model/edge.yaml says now.
 RUN7_GRAPH = {"backbone": "mobilenet_v3_large", "guide_on_pooled_image": False, "coarse_views": 2,
               "disparity_refinement_scale": 4, "convex_upsample_scale": None, "max_disparity": 192,
-              "disparity_patch_guide_channels": 0}
+              "disparity_patch_guide_channels": 0, "disparity_refinement_channels": 24,
+              "disparity_refinement_dilations": [1, 2, 4, 8, 1],
+              "disparity_refinement_convex_scale": None}
 # name -> overrides; each row adds its cut to the rows above it, from run 7's graph.
 CANDIDATES = {
     "edge run 7's graph": RUN7_GRAPH,
@@ -36,6 +38,11 @@ CANDIDATES = {
     "+ convex x4, bilinear x2": {"convex_upsample_scale": 4},
     "+ disparity range 0..128 px": {"max_disparity": 128},
     "+ patch guide on the disparity's convex weights (16 ch)": {"disparity_patch_guide_channels": 16},
+    # Run 14: an H/4 refinement back, a third of run 7's (16 ch, three layers, convex x2 at
+    # H/4: as many convex weights as x4 at H/8).
+    "+ light H/4 refinement (16 ch, dilations 1, 2, 4, convex x2)": {
+        "disparity_refinement_scale": 4, "disparity_refinement_channels": 16,
+        "disparity_refinement_dilations": [1, 2, 4], "disparity_refinement_convex_scale": 2},
 }
 
 

@@ -87,6 +87,12 @@ class ModelConfig:
     # error of both views' F1' features, then convex-upsampled x4 (network/disparity_refinement.py).
     # 0: none, the volume's disparity is upsampled straight to the input size.
     disparity_refinement_scale: int = 0
+    # The refinement stage's width, the dilations of its body's 3x3 convolutions (one layer
+    # each) and its convex upsampling factor (null: convex_upsample_scale). Run 5-7's stage
+    # was 24 channels, (1, 2, 4, 8, 1), convex x4: ~10 ms a 480x720 frame on this CPU.
+    disparity_refinement_channels: int = 24
+    disparity_refinement_dilations: tuple[int, ...] = (1, 2, 4, 8, 1)
+    disparity_refinement_convex_scale: int | None = None
     # Upsampling of the two segmentation heads' logits; None: the same as `upsample`. Convex
     # upsampling of 19 class maps from H/8 was ~40 % of the `edge` frame on a 2-core CPU.
     segmentation_upsample: str | None = None
@@ -146,6 +152,15 @@ class ModelConfig:
                                                     and self.cost_volume_scale == 8):
             raise ValueError("disparity_refinement_scale 4 refines a cost volume built at H/8: "
                              "it needs disparity_head cost_volume and cost_volume_scale 8")
+        if self.disparity_refinement_channels < 1:
+            raise ValueError(f"disparity_refinement_channels must be >= 1, got "
+                             f"{self.disparity_refinement_channels}")
+        if not self.disparity_refinement_dilations or min(self.disparity_refinement_dilations) < 1:
+            raise ValueError(f"disparity_refinement_dilations must be one or more dilations "
+                             f">= 1, got {self.disparity_refinement_dilations}")
+        if self.disparity_refinement_convex_scale not in (None, 2, 4):
+            raise ValueError(f"disparity_refinement_convex_scale must be null, 2 or 4, got "
+                             f"{self.disparity_refinement_convex_scale}")
         if self.convex_upsample_scale not in (None, 2, 4, 8):
             raise ValueError(f"convex_upsample_scale must be null, 2, 4 or 8, got "
                              f"{self.convex_upsample_scale}")

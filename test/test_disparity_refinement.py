@@ -1,11 +1,12 @@
-"""The residual disparity refinement at H/4 (`disparity_refinement_scale: 4`: edge run 7's graph;
-today's edge.yaml leaves it out for speed)."""
+"""The residual disparity refinement at H/4 (`disparity_refinement_scale: 4`): run 7's stage,
+and run 14's light one (models/pmt_synthetic_edge_refined.pt); edge.yaml leaves it out for speed."""
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
-from pmt_perception.checkpoint import load_checkpoint, save_checkpoint
+from pmt_perception.checkpoint import load_checkpoint, load_model, save_checkpoint
 from pmt_perception.config import load_model_config
 from pmt_perception.export import export_onnx, onnx_parity
 from pmt_perception.network import build_model
@@ -65,6 +66,32 @@ def test_refinement_runs_at_quarter_resolution_on_a_cost_volume_at_eighth_only()
             load_model_config("edge", **{"disparity_refinement_scale": 4, **bad})
 
 
+# The dataclass defaults: run 5-7's stage.
+RUN7_REFINEMENT = dict(disparity_refinement_scale=4, disparity_refinement_channels=24,
+                       disparity_refinement_dilations=(1, 2, 4, 8, 1),
+                       disparity_refinement_convex_scale=None)
+LIGHT_REFINEMENT = dict(disparity_refinement_scale=4, disparity_refinement_channels=16,
+                        disparity_refinement_dilations=(1, 2, 4), disparity_refinement_convex_scale=2)
+
+
+def test_the_stage_takes_its_width_dilations_and_convex_factor_from_the_config():
+    refine = build_model(load_model_config("edge", **LIGHT_REFINEMENT)).disparity_refinement
+    assert refine.enter[0].out_channels == 16
+    assert [layer[0].dilation[0] for layer in refine.body] == [1, 2, 4]
+    # Convex x2 at H/4 writes as many weights as edge's convex x4 at H/8; bilinear does the rest.
+    assert refine.upsample.convex_scale == 2 and refine.upsample.rest is not None
+    assert refine.upsample.mask[-1].out_channels == 9 * 2 ** 2
+    # Run 5-7's stage: 24 channels, five layers, convex as far as convex_upsample_scale says.
+    run7 = build_model(load_model_config("edge", **RUN7_REFINEMENT)).disparity_refinement
+    assert run7.enter[0].out_channels == 24 and len(run7.body) == 5
+    assert run7.upsample.convex_scale == 4 and run7.upsample.rest is None
+    for field, bad in (("disparity_refinement_channels", 0), ("disparity_refinement_dilations", ()),
+                       ("disparity_refinement_dilations", (1, 0)),
+                       ("disparity_refinement_convex_scale", 3)):
+        with pytest.raises(ValueError, match=field):
+            load_model_config("edge", **{**LIGHT_REFINEMENT, field: bad})
+
+
 def test_a_checkpoint_without_the_stage_gains_it_with_change_parts_only(tmp_path):
     torch.manual_seed(0)
     config = load_model_config("edge", **TINY_EDGE, disparity_refinement_scale=0)
@@ -87,11 +114,13 @@ def test_a_checkpoint_without_the_stage_gains_it_with_change_parts_only(tmp_path
 
 
 @pytest.mark.slow
-def test_refined_edge_onnx_parity_at_two_sizes(tmp_path):
+@pytest.mark.parametrize("stage", [RUN7_REFINEMENT, LIGHT_REFINEMENT],
+                         ids=["run7_stage", "light_stage"])
+def test_refined_edge_onnx_parity_at_two_sizes(tmp_path, stage):
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = build_model(load_model_config("edge", **TINY_EDGE, soft_argmin_window=0,
-                                          disparity_refinement_scale=4)).eval()
+                                          **stage)).eval()
     assert model.config.disparity_refinement_scale == 4
     with torch.no_grad():            # a trained residual: the warp is part of the graph's output
         torch.nn.init.normal_(model.disparity_refinement.residual.weight, std=0.1)
@@ -103,5 +132,20 @@ def test_refined_edge_onnx_parity_at_two_sizes(tmp_path):
 def test_refinement_is_off_in_configs_that_do_not_ask_for_it():
     for variant in ("paper", "fast", "fast_mobile"):
         assert load_model_config(variant).disparity_refinement_scale == 0
-    assert load_model_config("edge").disparity_refinement_scale == 0   # run 7 had it (4)
+    # edge.yaml: left out since run 9 for speed; run 14 (models/pmt_synthetic_edge_refined.pt)
+    # carries the light stage in its own checkpoint config.
+    assert load_model_config("edge").disparity_refinement_scale == 0
     assert dataclasses.replace(load_model_config("edge"), disparity_refinement_scale=4)
+
+
+def test_the_shipped_refined_model_is_run_14s_light_stage_and_loads_whole():
+    models = Path(__file__).resolve().parent.parent / "models"
+    path = models / "pmt_synthetic_edge_refined.pt"
+    if not path.exists():
+        pytest.skip("models/pmt_synthetic_edge_refined.pt is not shipped in this checkout")
+    model, _ = load_model(path)                 # weights_only load, every weight fits its config
+    for key, value in LIGHT_REFINEMENT.items():
+        assert getattr(model.config, key) == value, key
+    assert model.disparity_refinement is not None and model.disparity.upsample is None
+    # The node loads the first models/*.pt: the faster graph without the stage (issue 11).
+    assert sorted(models.glob("*.pt"))[0].name == "pmt_synthetic_edge.pt"

@@ -171,8 +171,11 @@ def build_model(config: ModelConfig, *,
         upsample=seg_upsample, **guide, **hourglass)
     refinement = None
     if config.disparity_refinement_scale:
+        refinement_convex_scale = config.disparity_refinement_convex_scale or convex_scale
         refinement = DisparityRefinement(spp_f1.out_channels, max_disparity=config.max_disparity,
-                                         convex_scale=convex_scale,
+                                         channels=config.disparity_refinement_channels,
+                                         dilations=tuple(config.disparity_refinement_dilations),
+                                         convex_scale=refinement_convex_scale,
                                          patch_guide_channels=config.disparity_patch_guide_channels)
     model = PMTNet(config=config, backbone=backbone, spp_f1=spp_f1, spp_f2=spp_f2,
                    coarse_segmentation=coarse, disparity=disparity, refined_segmentation=refined,
