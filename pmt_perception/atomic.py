@@ -11,9 +11,12 @@ import contextlib
 import json
 import math
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from .stop_signals import STOP_SIGNALS
 
 
 def _umask() -> int:
@@ -28,15 +31,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temp name keeps the target's suffix, so writers that go by extension still work."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # SIGINT / SIGTERM wait while the temp file is created: a stop between its creation and
+    # knowing its name left it behind. A stop that came meanwhile raises at the unblock, with
+    # `tmp` known, so the `finally` removes the file.
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    tmp = None
     try:
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.",
+                                            suffix=path.suffix or ".tmp")
+            tmp = Path(tmp_name)
+            os.close(fd)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
