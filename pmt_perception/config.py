@@ -88,8 +88,8 @@ class ModelConfig:
     # 0: none, the volume's disparity is upsampled straight to the input size.
     disparity_refinement_scale: int = 0
     # The refinement stage's width, the dilations of its body's 3x3 convolutions (one layer
-    # each) and its convex upsampling factor (null: convex_upsample_scale). Run 5-7's stage
-    # was 24 channels, (1, 2, 4, 8, 1), convex x4: ~10 ms a 480x720 frame on this CPU.
+    # each) and its convex upsampling factor (null: convex_upsample_scale). The defaults are
+    # run 5-7's stage; run 14's light one costs a third of its FLOPs (docs/architecture.md).
     disparity_refinement_channels: int = 24
     disparity_refinement_dilations: tuple[int, ...] = (1, 2, 4, 8, 1)
     disparity_refinement_convex_scale: int | None = None
