@@ -143,11 +143,14 @@ def test_edge_upsamples_class_logits_bilinearly_and_disparity_by_convex_weights(
     model = build_model(config)
     assert model.coarse_segmentation.head.upsample.mask is None
     assert model.refined_segmentation.head.upsample.mask is None
-    # No H/4 refinement in today's edge: convex x4 of the volume's x8, then bilinear x2.
-    assert model.disparity_refinement is None
-    assert model.disparity.upsample.mask is not None and model.disparity.upsample.convex_scale == 4
-    refined = build_model(dataclasses.replace(config, disparity_refinement_scale=4))
-    assert refined.disparity_refinement.upsample.mask is not None   # run 7: convex x4 after the residual
+    # Today's edge: the light H/4 refinement, convex x2 of its x4, then bilinear x2.
+    assert model.disparity.upsample is None
+    assert model.disparity_refinement.upsample.mask is not None
+    assert model.disparity_refinement.upsample.convex_scale == 2
+    # Without the stage (run 12): convex x4 of the volume's x8, then bilinear x2.
+    h8 = build_model(dataclasses.replace(config, disparity_refinement_scale=0))
+    assert h8.disparity_refinement is None
+    assert h8.disparity.upsample.mask is not None and h8.disparity.upsample.convex_scale == 4
     # null keeps the older configs' graph: segmentation follows `upsample`.
     fast = load_model_config("fast")
     assert fast.segmentation_upsample is None

@@ -1,5 +1,5 @@
 """The residual disparity refinement at H/4 (`disparity_refinement_scale: 4`): run 7's stage,
-and run 14's light one (models/pmt_synthetic_edge_refined.pt); edge.yaml leaves it out for speed."""
+and the light one edge.yaml has carried since run 14 (models/pmt_synthetic_edge.pt)."""
 import dataclasses
 from pathlib import Path
 
@@ -129,23 +129,25 @@ def test_refined_edge_onnx_parity_at_two_sizes(tmp_path, stage):
     assert worst["disparity"] < 1e-3
 
 
-def test_refinement_is_off_in_configs_that_do_not_ask_for_it():
+def test_refinement_is_off_in_configs_that_do_not_ask_for_it_and_light_in_edge():
     for variant in ("paper", "fast", "fast_mobile"):
         assert load_model_config(variant).disparity_refinement_scale == 0
-    # edge.yaml: left out since run 9 for speed; run 14 (models/pmt_synthetic_edge_refined.pt)
-    # carries the light stage in its own checkpoint config.
-    assert load_model_config("edge").disparity_refinement_scale == 0
-    assert dataclasses.replace(load_model_config("edge"), disparity_refinement_scale=4)
+    edge = load_model_config("edge")
+    for key, value in LIGHT_REFINEMENT.items():
+        assert getattr(edge, key) == value, key
+    assert dataclasses.replace(edge, disparity_refinement_scale=0)   # run 12's graph stays valid
 
 
-def test_the_shipped_refined_model_is_run_14s_light_stage_and_loads_whole():
+def test_the_default_model_has_the_light_stage_and_the_faster_one_ships_beside_it():
     models = Path(__file__).resolve().parent.parent / "models"
-    path = models / "pmt_synthetic_edge_refined.pt"
-    if not path.exists():
-        pytest.skip("models/pmt_synthetic_edge_refined.pt is not shipped in this checkout")
-    model, _ = load_model(path)                 # weights_only load, every weight fits its config
+    default, faster = models / "pmt_synthetic_edge.pt", models / "pmt_synthetic_edge_no_refinement.pt"
+    if not (default.exists() and faster.exists()):
+        pytest.skip("the edge models are not shipped in this checkout")
+    # The node loads the first models/*.pt: the graph of today's edge.yaml.
+    assert sorted(models.glob("*.pt"))[0] == default
+    model, _ = load_model(default)               # weights_only load, every weight fits its config
     for key, value in LIGHT_REFINEMENT.items():
         assert getattr(model.config, key) == value, key
     assert model.disparity_refinement is not None and model.disparity.upsample is None
-    # The node loads the first models/*.pt: the faster graph without the stage (issue 11).
-    assert sorted(models.glob("*.pt"))[0].name == "pmt_synthetic_edge.pt"
+    model, _ = load_model(faster)                # run 12: convex x4 at H/8, no stage
+    assert model.disparity_refinement is None and model.disparity.upsample.convex_scale == 4

@@ -73,6 +73,23 @@ def test_partly_convex_upsampling_covers_the_image_and_keeps_a_constant(convex_s
     assert Upsampler("convex", feature_channels=6, scale=8, convex_scale=16).convex_scale == 8
 
 
+@pytest.mark.parametrize("scale, convex_scale", [(8, 4), (4, 2), (4, 4)])
+def test_one_channel_convex_upsampling_matches_the_many_channel_product(scale, convex_scale):
+    """A disparity (one channel) takes a multiply-and-sum path, class logits the batched matrix
+    product: the same weights on the same neighbours, so one channel of a stack comes out as
+    that channel alone does."""
+    torch.manual_seed(0)
+    upsampler = Upsampler("convex", feature_channels=6, scale=scale, convex_scale=convex_scale).eval()
+    features, disparity = torch.randn(2, 6, 9, 13), torch.rand(2, 1, 9, 13) * 40
+    size = (9 * scale - 3, 13 * scale - 2)
+    with torch.no_grad():
+        alone = upsampler(disparity, features, size)
+        stacked = upsampler(torch.cat([disparity, torch.rand_like(disparity)], 1), features, size)
+    assert alone.shape == (2, 1, *size)
+    torch.testing.assert_close(alone, stacked[:, :1], rtol=1e-6, atol=1e-4)
+    assert not torch.allclose(alone, stacked[:, 1:])
+
+
 def test_left_only_coarse_branch_never_reads_the_right_views_deepest_features():
     model = edge_model(coarse_views=1).eval()
     batches = []

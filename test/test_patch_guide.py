@@ -14,7 +14,10 @@ from pmt_perception.training.distributed import setup_distributed
 from pmt_perception.training.options import resolve_settings
 from pmt_perception.training.state import slim_checkpoint
 
-TINY_EDGE = dict(spp_f1_windows=(8, 4), spp_f2_windows=(4, 2), max_disparity=32)
+# The guide as run 11 added it, on the H/8 disparity's upsampling (edge.yaml has had an H/4
+# stage since run 14; the last test puts the guide there).
+TINY_EDGE = dict(spp_f1_windows=(8, 4), spp_f2_windows=(4, 2), max_disparity=32,
+                 disparity_refinement_scale=0)
 GUIDE = dict(disparity_patch_guide_channels=8)
 NO_GUIDE = dict(disparity_patch_guide_channels=0)   # edge.yaml has the guide since run 11
 
@@ -82,7 +85,10 @@ def test_the_guide_needs_the_convex_cost_volume_head():
     with pytest.raises(ValueError, match="needs disparity_head cost_volume"):
         load_model_config("fast", disparity_patch_guide_channels=8)
     with pytest.raises(ValueError, match="needs disparity_head cost_volume"):
-        load_model_config("edge", disparity_patch_guide_channels=8, upsample="bilinear")
+        load_model_config("edge", disparity_patch_guide_channels=8, upsample="bilinear",
+                          disparity_refinement_scale=0)
+    # The H/4 stage upsamples convexly whatever `upsample` says: the guide steers that.
+    assert load_model_config("edge", disparity_patch_guide_channels=8, upsample="bilinear")
 
 
 def test_with_the_h4_refinement_the_guide_steers_its_upsampling_instead():
@@ -107,7 +113,7 @@ def test_training_starts_from_a_checkpoint_saved_before_a_model_field_existed(tm
     torch.save(payload, path)
     settings = ["--config", "synthetic_edge", "--channels-last", "false", "--init-checkpoint",
                 str(path), "--model-overrides", "{spp_f1_windows: [8, 4], spp_f2_windows: [4, 2], "
-                "max_disparity: 32, disparity_patch_guide_channels: 0}"]
+                "max_disparity: 32, disparity_patch_guide_channels: 0, disparity_refinement_scale: 0}"]
     network = build_network(resolve_settings(settings).config, 19, setup_distributed("cpu"))
     key = "refined_segmentation.hourglass.c2.0.weight"
     assert torch.equal(network.state_dict()[key], model.state_dict()[key])

@@ -306,11 +306,17 @@ class Upsampler(nn.Module):
             mask = mask + self.patch_guide(image, (h, w)).to(mask.dtype)
         weights = mask.view(b, 9, s * s, h, w).softmax(dim=1)
         neighbours = F.unfold(prediction, 3, padding=1).view(b, c, 9, h, w)
-        # One (s*s x 9) @ (9 x c) product per low-resolution pixel: broadcasting the product
-        # instead materialises b*c*9*s*s*h*w values (236 MB for 19 classes at s = 8, 480x720),
-        # which made the segmentation heads the slowest part of the `edge` variant.
-        up = torch.matmul(weights.permute(0, 3, 4, 2, 1), neighbours.permute(0, 3, 4, 2, 1))
-        up = up.view(b, h, w, s, s, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, h * s, w * s)
+        if c == 1:
+            # One channel (a disparity): each output phase is a weighted sum of the 9
+            # neighbours. Multiply-and-sum exports as element-wise ops; the batched (s*s x 9) @
+            # (9 x 1) product below cost OpenVINO 1.1 ms of run 14's 480x720 frame (2 cores).
+            up = F.pixel_shuffle((weights * neighbours.view(b, 9, 1, h, w)).sum(1), s)
+        else:
+            # One (s*s x 9) @ (9 x c) product per low-resolution pixel: broadcasting the product
+            # instead materialises b*c*9*s*s*h*w values (236 MB for 19 classes at s = 8, 480x720),
+            # which made the segmentation heads the slowest part of the `edge` variant.
+            up = torch.matmul(weights.permute(0, 3, 4, 2, 1), neighbours.permute(0, 3, 4, 2, 1))
+            up = up.view(b, h, w, s, s, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, h * s, w * s)
         if self.rest is not None:
             up = self.rest(up)
         # The head grid is ceil(H / s): low-res pixel j covers full-res j*s .. j*s+s-1, so

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvBNReLU, Upsampler, resize
+from .blocks import ConvBNReLU, Upsampler, pool_image, resize
 
 
 def warp_by_disparity(right: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
@@ -61,7 +61,7 @@ class DisparityRefinement(nn.Module):
         matching_left, matching_right = self.compress(
             torch.cat([features_left, features_right], 0)).chunk(2, 0)
         error = (matching_left - warp_by_disparity(matching_right, disparity.float())).abs()
-        image = resize(F.avg_pool2d(left, self.scale, self.scale, ceil_mode=True), size, "nearest")
+        image = resize(pool_image(left, self.scale), size, "nearest")
         x = self.enter(torch.cat([matching_left, error, disparity.to(error.dtype) / self.disparity_norm,
                                   image.to(error.dtype)], 1))
         x = self.body(x)
