@@ -33,7 +33,8 @@ def warp_by_disparity(right: torch.Tensor, disparity: torch.Tensor) -> torch.Ten
 
 class DisparityRefinement(nn.Module):
     """disparity at H/8 -> bilinear to H/4 -> + residual(left features, |left - warped right|,
-    disparity, left image) -> ReLU -> convex upsampling x4 to H x W."""
+    disparity, left image) -> ReLU -> convex upsampling to H x W (x4, or by `convex_scale`
+    then bilinear for the rest)."""
 
     def __init__(self, feature_channels: int, *, max_disparity: int, channels: int = 24,
                  matching_channels: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8, 1),
