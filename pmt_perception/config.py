@@ -93,6 +93,13 @@ class ModelConfig:
     disparity_refinement_channels: int = 24
     disparity_refinement_dilations: tuple[int, ...] = (1, 2, 4, 8, 1)
     disparity_refinement_convex_scale: int | None = None
+    # > 0: the stage also tests the disparities of the pixels this many H/4 pixels to the left
+    # and to the right of each pixel (PatchMatch's propagation): the cosine correlation of both
+    # views' features at each, in `disparity_refinement_propagation_groups` channel groups.
+    # Near a depth edge one of them carries the pixel's own surface. 0: the warping error
+    # alone (every shipped model). Costs two more (nearest) warps of the right view's features.
+    disparity_refinement_propagation: int = 0
+    disparity_refinement_propagation_groups: int = 4
     # Upsampling of the two segmentation heads' logits; None: the same as `upsample`. Convex
     # upsampling of 19 class maps from H/8 was ~40 % of the `edge` frame on a 2-core CPU.
     segmentation_upsample: str | None = None
@@ -161,6 +168,10 @@ class ModelConfig:
         if self.disparity_refinement_convex_scale not in (None, 2, 4):
             raise ValueError(f"disparity_refinement_convex_scale must be null, 2 or 4, got "
                              f"{self.disparity_refinement_convex_scale}")
+        if self.disparity_refinement_propagation < 0 or self.disparity_refinement_propagation_groups < 1:
+            raise ValueError(f"disparity_refinement_propagation must be >= 0 and its groups >= 1, "
+                             f"got {self.disparity_refinement_propagation} and "
+                             f"{self.disparity_refinement_propagation_groups}")
         if self.convex_upsample_scale not in (None, 2, 4, 8):
             raise ValueError(f"convex_upsample_scale must be null, 2, 4 or 8, got "
                              f"{self.convex_upsample_scale}")

@@ -176,7 +176,9 @@ def build_model(config: ModelConfig, *,
                                          channels=config.disparity_refinement_channels,
                                          dilations=tuple(config.disparity_refinement_dilations),
                                          convex_scale=refinement_convex_scale,
-                                         patch_guide_channels=config.disparity_patch_guide_channels)
+                                         patch_guide_channels=config.disparity_patch_guide_channels,
+                                         propagation=config.disparity_refinement_propagation,
+                                         propagation_groups=config.disparity_refinement_propagation_groups)
     model = PMTNet(config=config, backbone=backbone, spp_f1=spp_f1, spp_f2=spp_f2,
                    coarse_segmentation=coarse, disparity=disparity, refined_segmentation=refined,
                    disparity_refinement=refinement)
