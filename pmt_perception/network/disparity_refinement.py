@@ -121,16 +121,17 @@ class DisparityRefinement(nn.Module):
         disparity = resize(disparity, size, "bilinear") / self.scale          # H/4 pixels
         matching_left, matching_right = self.compress(
             torch.cat([features_left, features_right], 0)).chunk(2, 0)
-        warped = warp_by_disparity(matching_right, disparity.float())
+        own = disparity.float()                        # warps and offsets in fp32 under autocast
+        warped = warp_by_disparity(matching_right, own)
         error = (matching_left - warped).abs()
         image = resize(pool_image(left, self.scale), size, "nearest")
         x = self.enter(torch.cat([matching_left, error, disparity.to(error.dtype) / self.disparity_norm,
                                   image.to(error.dtype)], 1))
         if self.propagation:
-            neighbours = neighbour_disparities(disparity.float(), self.propagation)
+            neighbours = neighbour_disparities(own, self.propagation)
             correlation = neighbour_correlation(matching_left, matching_right, neighbours,
                                                 self.propagation_groups)
-            offsets = (neighbours - disparity.float().repeat(1, 1, 1, 2)) / OFFSET_UNIT
+            offsets = (neighbours - own.repeat(1, 1, 1, 2)) / OFFSET_UNIT
             x = x + self.propagation_enter(torch.cat([correlation, *offsets.chunk(2, -1)], 1).to(x.dtype))
         x = self.body(x)
         disparity = F.relu(disparity + self.residual(x).to(disparity.dtype))
